@@ -1,0 +1,97 @@
+"""Settings: the only place modelport reads the environment.
+
+Every field can be set as ``MODELPORT_<FIELD>`` (e.g. ``MODELPORT_PORT=9000``); the CLI builds a
+:class:`Settings` from its flags plus the environment and passes it down explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of a modelport server and its tools."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore")
+
+    model: list[str] = Field(default_factory=list)
+    """What to serve: model files, package directories, model-settings.json, registry refs."""
+
+    host: str = "127.0.0.1"
+    """Interface to bind."""
+
+    port: int = 8000
+    """TCP port to bind."""
+
+    workers: int = 1
+    """Worker processes (uvicorn); metrics switch to multiprocess mode when > 1."""
+
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """API keys; when any is set every route but the probes needs one."""
+
+    api_keys_file: Path | None = None
+    """A file with one API key per line (read once at start)."""
+
+    max_body_bytes: int = 32 * 1024 * 1024
+    """Largest accepted request body; larger bodies get 413."""
+
+    max_batch_rows: int = 10_000
+    """Most rows one request may carry; more gets 422."""
+
+    max_batch_size: int = 64
+    """Most rows the micro-batcher merges into one model call."""
+
+    max_batch_wait_ms: float = 2.0
+    """Longest a request waits for others to join its batch (only when the model is busy)."""
+
+    max_queue: int = 2048
+    """Most requests waiting for the model; more get 503 with Retry-After."""
+
+    request_timeout_s: float = 30.0
+    """Deadline for one request in the queue and model; past it, 504."""
+
+    unseen_categories: Literal["reject", "pass"] = "reject"
+    """What to do with a category the encoder never saw: reject (422) or pass it to the model."""
+
+    runtime: Literal["auto", "native", "onnx"] = "auto"
+    """Which runtime serves a package: ``auto`` uses ONNX only when parity was proven."""
+
+    graceful_timeout_s: float = 20.0
+    """On SIGTERM, how long in-flight requests may take before the server exits anyway."""
+
+    log_level: str = "info"
+    """Log level of the JSON access log."""
+
+    registry_db: str = "sqlite:///.modelport/registry.db"
+    """Registry catalog: an SQLAlchemy URL (SQLite file or postgresql+psycopg://)."""
+
+    registry_store: Path = Path(".modelport/artifacts")
+    """Directory of the content-addressed artifact store."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
+
+    def all_api_keys(self) -> list[str]:
+        """Keys from the setting and from ``api_keys_file``, secrets revealed for comparison."""
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.api_keys_file is not None:
+            text = self.api_keys_file.read_text(encoding="utf-8")
+            keys += [line.strip() for line in text.splitlines() if line.strip()]
+        return keys

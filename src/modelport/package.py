@@ -1,0 +1,368 @@
+"""The model package: an artifact plus ``modelport.yaml``, the unit every command reads.
+
+::
+
+    heart/
+      model.joblib        the artifact as trained
+      modelport.yaml      name, version, flavor, library versions, signature, sha256 of each file
+      reference.json      optional: reference profile (monitoring)
+      golden.json         optional: golden requests and the outputs the model gave at pack time
+      model.onnx          optional: converted artifact, used when parity was proven
+
+:func:`open_package` verifies every sha256 before anything is unpickled; a tampered package is
+refused with :class:`~modelport.errors.IntegrityError`. :func:`load_model` accepts a bare model
+file, a package directory or an MLServer ``model-settings.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelport.errors import ConfigError, IntegrityError, InvalidInput, ModelLoadError
+from modelport.runtimes import Runtime, detect_flavor, library_versions, load_runtime
+from modelport.signature import Feature, Signature
+
+__all__ = [
+    "MANIFEST",
+    "LoadedModel",
+    "Manifest",
+    "Package",
+    "file_sha256",
+    "load_model",
+    "open_package",
+    "pack",
+]
+
+MANIFEST = "modelport.yaml"
+FORMAT_VERSION = 1
+GOLDEN_ROWS = 8
+_log = logging.getLogger("modelport")
+
+
+class Manifest(BaseModel):
+    """The contents of ``modelport.yaml``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: int = FORMAT_VERSION
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    version: str
+    flavor: str
+    artifact: str
+    created: str
+    python: str
+    libraries: dict[str, str]
+    signature: dict[str, Any]
+    files: dict[str, str]
+    """sha256 (hex) of every file in the package but the manifest."""
+    reference: str | None = None
+    golden: str | None = None
+    onnx: dict[str, Any] | None = None
+    """Converted artifact and its parity result: ``{artifact, parity: {passed, ...}}``."""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Package:
+    """A verified package directory."""
+
+    root: Path
+    manifest: Manifest
+
+    @property
+    def artifact_path(self) -> Path:
+        """The model file as trained."""
+        return self.root / self.manifest.artifact
+
+    @property
+    def signature(self) -> Signature:
+        """The recorded signature."""
+        return Signature.from_dict(self.manifest.signature)
+
+    @property
+    def reference_path(self) -> Path | None:
+        """The reference profile, when the package has one."""
+        ref = self.manifest.reference
+        return None if ref is None else self.root / ref
+
+    def golden(self) -> dict[str, Any] | None:
+        """Golden requests and the outputs recorded at pack time."""
+        if self.manifest.golden is None:
+            return None
+        data: dict[str, Any] = json.loads((self.root / self.manifest.golden).read_text())
+        return data
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to serve: its name, version, runtime, and the package it came from."""
+
+    name: str
+    version: str
+    runtime: Runtime
+    package: Package | None = None
+    source: str = ""
+
+    @property
+    def signature(self) -> Signature:
+        """What the model takes and returns."""
+        return self.runtime.signature
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def open_package(root: Path, *, verify: bool = True) -> Package:
+    """Read ``root/modelport.yaml`` and check the sha256 of every file it lists."""
+    path = root / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"'{root}' is not a model package (no {MANIFEST}); "
+                          "make one with: modelport pack MODEL --name NAME")
+    try:
+        manifest = Manifest.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ModelLoadError(f"'{path}' is not a valid package manifest: {exc}") from exc
+    if verify:
+        for name, expected in manifest.files.items():
+            file = root / name
+            if not file.is_file():
+                raise IntegrityError(f"package '{root}' lists '{name}' but the file is missing")
+            actual = file_sha256(file)
+            if actual != expected:
+                raise IntegrityError(
+                    f"package '{root}': sha256 of '{name}' is {actual[:12]}…, the manifest "
+                    f"records {expected[:12]}…; the file was changed after packing — refusing "
+                    "to load it")
+    return Package(root, manifest)
+
+
+def pack(
+    model: Path,
+    out: Path,
+    *,
+    name: str,
+    version: str = "1.0.0",
+    reference: Path | None = None,
+    flavor: str | None = None,
+    signature: Signature | None = None,
+    target: str | None = None,
+) -> Package:
+    """Write a package for ``model`` into ``out`` (created atomically: all or nothing).
+
+    ``reference`` (CSV or Parquet of training-like data) refines feature types and examples and
+    provides golden rows; ``target`` names its label column, dropped from the features.
+    """
+    flavor = flavor or detect_flavor(model)
+    runtime = load_runtime(model, flavor, signature=signature)
+    sig = runtime.signature
+    frame = None if reference is None else read_table(reference)
+    if frame is not None:
+        frame = frame.drop(columns=[c for c in (target,) if c and c in frame.columns])
+        sig = refine_signature(sig, frame)
+        runtime = load_runtime(model, flavor, signature=sig)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"'{out}' exists and is not empty; choose a new --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        artifact = "model" + model.suffix.lower()
+        shutil.copyfile(model, staging / artifact)
+        extra: dict[str, str | None] = {"golden": None, "reference": None}
+        if frame is not None:
+            extra["golden"] = _write_golden(staging, runtime, frame)
+        manifest = _manifest(name, version, flavor, artifact, sig, staging, extra)
+        (staging / MANIFEST).write_text(yaml.safe_dump(manifest.model_dump(exclude_none=True),
+                                                       sort_keys=False), encoding="utf-8")
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return open_package(out)
+
+
+def write_manifest(package: Package, **changes: Any) -> Package:
+    """Rewrite a package's manifest with ``changes`` and fresh sha256s (e.g. after adding an
+    ONNX artifact or a reference profile), atomically."""
+    data = package.manifest.model_dump(exclude_none=True) | changes
+    data["files"] = {p.name: file_sha256(p) for p in sorted(package.root.iterdir())
+                     if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    tmp = package.root / f".{MANIFEST}.tmp"
+    tmp.write_text(yaml.safe_dump(Manifest.model_validate(data).model_dump(exclude_none=True),
+                                  sort_keys=False), encoding="utf-8")
+    os.replace(tmp, package.root / MANIFEST)
+    return open_package(package.root)
+
+
+def _manifest(name: str, version: str, flavor: str, artifact: str, sig: Signature,
+              root: Path, extra: dict[str, str | None]) -> Manifest:
+    files = {p.name: file_sha256(p) for p in sorted(root.iterdir()) if p.is_file()}
+    try:
+        return Manifest(
+            name=name, version=version, flavor=flavor, artifact=artifact,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            python=platform.python_version(), libraries=library_versions(flavor),
+            signature=sig.to_dict(), files=files, **extra,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid package metadata: {exc.errors()[0]['msg']} "
+                          f"({exc.errors()[0]['loc'][0]})") from exc
+
+
+def _write_golden(root: Path, runtime: Runtime, frame: Any) -> str:
+    rows = frame[list(runtime.signature.names)].head(GOLDEN_ROWS)
+    records = json.loads(rows.to_json(orient="records"))
+    outputs = runtime.predict(runtime.signature.from_records(records))
+    golden = {
+        "inputs": records,
+        "predictions": np.asarray(outputs.predictions).tolist(),
+        "probabilities": None if outputs.probabilities is None
+        else np.asarray(outputs.probabilities).tolist(),
+    }
+    (root / "golden.json").write_text(json.dumps(golden), encoding="utf-8")
+    return "golden.json"
+
+
+def read_table(path: Path) -> Any:
+    """A CSV, Parquet or JSON-lines file as a DataFrame."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix in (".jsonl", ".ndjson"):
+        return pd.read_json(path, lines=True)
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    raise ConfigError(f"cannot read '{path.name}': use .csv, .parquet or .jsonl")
+
+
+def refine_signature(sig: Signature, frame: Any) -> Signature:
+    """Feature types and example values from reference data (categories stay the encoder's)."""
+    missing = [n for n in sig.names if n not in frame.columns]
+    if missing:
+        raise InvalidInput("the reference data lacks a feature the model takes",
+                           field=missing[0])
+    return sig.with_features([_refined(f, frame[f.name]) for f in sig.features])
+
+
+def _refined(feat: Feature, col: Any) -> Feature:
+    kind = col.dtype.kind
+    dtype: Literal["float", "int", "bool", "string"] = feat.dtype
+    if kind == "b":
+        dtype = "bool"
+    elif kind in "iu" and feat.dtype == "float":
+        dtype = "int"
+    elif kind in "OSUT" or str(col.dtype) in ("str", "string"):
+        dtype = "string"
+    nonnull = col.dropna()
+    example: Any = feat.example
+    if len(nonnull):
+        example = nonnull.mode().iloc[0] if dtype in ("string", "bool") or feat.categories \
+            else nonnull.median()
+        example = example.item() if hasattr(example, "item") else example
+        if dtype == "int":
+            example = int(round(example))
+    nullable = feat.nullable or bool(col.isna().any())
+    return Feature(feat.name, dtype, feat.categories, nullable, example)
+
+
+def load_model(
+    target: Path,
+    *,
+    runtime: Literal["auto", "native", "onnx"] = "auto",
+    name: str | None = None,
+) -> LoadedModel:
+    """Load a model file, a package directory or an MLServer ``model-settings.json``."""
+    if target.is_dir():
+        return _load_package(open_package(target), runtime, name)
+    if not target.is_file():
+        raise ConfigError(f"'{target}' does not exist")
+    if target.name == "model-settings.json":
+        return _load_mlserver(target, runtime)
+    flavor = detect_flavor(target)
+    if flavor == "sklearn":
+        _log.warning(
+            "loading '%s': pickle/joblib files run code when loaded; load only files you trust. "
+            "A verified package (modelport pack) checks sha256s first; ONNX (modelport optimize)"
+            " or skops avoid pickles altogether.", target.name)
+    rt = load_runtime(target, flavor)
+    return LoadedModel(name or _model_name(target), "1", rt, None, str(target))
+
+
+def _load_package(pkg: Package, runtime: str, name: str | None) -> LoadedModel:
+    m = pkg.manifest
+    onnx_ok = bool(m.onnx and m.onnx.get("parity", {}).get("passed"))
+    if runtime == "onnx" and not m.onnx:
+        raise ConfigError(f"package '{m.name}' has no ONNX artifact; run: modelport optimize "
+                          f"{pkg.root}")
+    use_onnx = m.onnx is not None and (runtime == "onnx" or (runtime == "auto" and onnx_ok))
+    if use_onnx:
+        assert m.onnx is not None
+        rt = load_runtime(pkg.root / m.onnx["artifact"], "onnx", signature=pkg.signature)
+    else:
+        rt = load_runtime(pkg.artifact_path, m.flavor, signature=pkg.signature)
+    return LoadedModel(name or m.name, m.version, rt, pkg, str(pkg.root))
+
+
+_MLSERVER_FLAVORS = {
+    "mlserver_sklearn.SKLearnModel": "sklearn",
+    "mlserver_xgboost.XGBoostModel": "xgboost",
+    "mlserver_lightgbm.LightGBMModel": "lightgbm",
+    "mlserver_onnx.OnnxModel": "onnx",
+}
+
+
+def _load_mlserver(path: Path, runtime: str) -> LoadedModel:
+    """Serve what an MLServer ``model-settings.json`` describes (migration path)."""
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"'{path}' is not valid JSON: {exc}") from exc
+    params = settings.get("parameters") or {}
+    uri = params.get("uri")
+    name = settings.get("name") or path.parent.name
+    artifact = path.parent / uri if uri else _only_artifact(path.parent)
+    if artifact.is_dir():
+        return _load_package(open_package(artifact), runtime, name)
+    impl = settings.get("implementation", "")
+    flavor = _MLSERVER_FLAVORS.get(impl) or detect_flavor(artifact)
+    rt = load_runtime(artifact, flavor)
+    return LoadedModel(name, str(params.get("version") or "1"), rt, None, str(path))
+
+
+def _only_artifact(folder: Path) -> Path:
+    found = [p for p in folder.iterdir() if p.suffix in (".joblib", ".pkl", ".onnx", ".ubj",
+                                                          ".json", ".txt", ".bst")
+             and p.name != "model-settings.json"]
+    if len(found) != 1:
+        raise ConfigError(f"model-settings.json in '{folder}' has no parameters.uri and the "
+                          "folder does not hold exactly one model file")
+    return found[0]
+
+
+def _model_name(path: Path) -> str:
+    stem = path.stem if path.stem != "model" else path.parent.name or "model"
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in stem).strip("-.")
+    return cleaned or "model"

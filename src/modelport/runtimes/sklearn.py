@@ -1,0 +1,151 @@
+"""scikit-learn flavor: pickled/joblib estimators and Pipelines.
+
+The signature comes from the fitted estimator: ``feature_names_in_``, ``n_features_in_``, the
+columns a ``ColumnTransformer`` routes to its encoders, ``OneHotEncoder.categories_`` and
+``classes_``. Prediction runs with scikit-learn's repeated-validation checks switched off (the
+signature already validated the batch) and calls the model once: labels come from the
+probabilities' argmax when the model has ``predict_proba``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.runtimes import require
+from modelport.signature import Feature, Signature
+from modelport.types import Columns, Outputs
+
+__all__ = ["SklearnRuntime", "infer_signature", "load"]
+
+# estimators whose predict() is not the argmax of predict_proba (Platt scaling)
+_PREDICT_DIFFERS = {"SVC", "NuSVC"}
+_NAN_TOLERANT = ("HistGradientBoosting", "SimpleImputer", "KNNImputer", "IterativeImputer",
+                 "XGB", "LGBM")
+
+
+@dataclass(frozen=True)
+class SklearnRuntime:
+    """A fitted scikit-learn estimator behind the :class:`~modelport.runtimes.Runtime` seam."""
+
+    model: Any
+    signature: Signature
+    flavor: str = "sklearn"
+
+    def predict(self, batch: Columns) -> Outputs:
+        """One model call for the whole batch."""
+        import sklearn
+
+        x = to_model_input(self.signature, batch)
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            if not self.signature.has_proba:
+                return Outputs(np.asarray(self.model.predict(x)))
+            proba = np.asarray(self.model.predict_proba(x))
+            if _final_name(self.model) in _PREDICT_DIFFERS:
+                labels = np.asarray(self.model.predict(x))
+            else:
+                labels = np.asarray(self.model.classes_)[proba.argmax(axis=1)]
+        return Outputs(labels, proba, list(self.signature.classes or ()))
+
+
+def load(path: Path, *, signature: Signature | None = None) -> SklearnRuntime:
+    """Unpickle ``path`` (joblib or pickle) and infer its signature."""
+    joblib = require("joblib", "all")
+    require("sklearn", "all")
+    model = joblib.load(path)
+    if not hasattr(model, "predict"):
+        from modelport.errors import ModelLoadError
+
+        raise ModelLoadError(f"'{path.name}' holds a {type(model).__name__}, not a model with "
+                             "predict()")
+    return SklearnRuntime(model, signature or infer_signature(model))
+
+
+def to_model_input(signature: Signature, batch: Columns) -> Any:
+    """A DataFrame with the signature's columns, or a 2-D array, as the model was fitted on."""
+    if signature.input_kind == "dataframe":
+        import pandas as pd
+
+        return pd.DataFrame({n: batch.data[n] for n in signature.names}, copy=False)
+    cols = [batch.data[n] for n in signature.names]
+    return np.column_stack(cols).astype(signature.array_dtype, copy=False)
+
+
+def infer_signature(model: Any) -> Signature:
+    """What the fitted ``model`` takes and returns, read from its fitted attributes."""
+    names = getattr(model, "feature_names_in_", None)
+    kinds = _column_kinds(model)
+    nullable = _tolerates_nan(model)
+    if names is not None:
+        features = tuple(_feature(str(n), kinds, nullable) for n in names)
+        kind = "dataframe"
+    else:
+        n = int(getattr(model, "n_features_in_", 0))
+        features = tuple(Feature(f"f{i}", "float", nullable=nullable) for i in range(n))
+        kind = "array"
+    classes = getattr(model, "classes_", None)
+    return Signature(
+        features=features,
+        input_kind=kind,
+        task="classification" if classes is not None else "regression",
+        classes=None if classes is None else tuple(c.item() if hasattr(c, "item") else c
+                                                   for c in classes),
+        has_proba=classes is not None and hasattr(model, "predict_proba"),
+    )
+
+
+def _feature(name: str, kinds: dict[str, Feature], nullable: bool) -> Feature:
+    found = kinds.get(name)
+    if found is not None:
+        return found if not nullable else Feature(found.name, found.dtype, found.categories, True)
+    return Feature(name, "float", nullable=nullable)
+
+
+def _column_kinds(model: Any) -> dict[str, Feature]:
+    """Features a ColumnTransformer routes to an encoder with ``categories_``."""
+    out: dict[str, Feature] = {}
+    for ct in _walk(model):
+        for _name, trans, cols in getattr(ct, "transformers_", []):
+            cats = _categories(trans)
+            if cats is None or not isinstance(cols, (list, tuple, np.ndarray)):
+                continue
+            for col, values in zip(cols, cats):
+                if not isinstance(col, str):
+                    continue
+                vals = tuple(v.item() if hasattr(v, "item") else v for v in values
+                             if not (isinstance(v, float) and np.isnan(v)))
+                dtype = "string" if any(isinstance(v, str) for v in vals) else (
+                    "int" if all(isinstance(v, (int, np.integer)) for v in vals) else "float")
+                out[col] = Feature(col, dtype, vals, example=vals[0] if vals else None)
+    return out
+
+
+def _categories(trans: Any) -> list[Any] | None:
+    for step in _walk(trans):
+        cats = getattr(step, "categories_", None)
+        if cats is not None:
+            return list(cats)
+    return None
+
+
+def _walk(model: Any) -> list[Any]:
+    """The estimator and every step nested in it (Pipelines, ColumnTransformers)."""
+    seen = [model]
+    for _name, step in getattr(model, "steps", []):
+        seen += _walk(step)
+    for _name, trans, _cols in getattr(model, "transformers_", []):
+        if not isinstance(trans, str):
+            seen += _walk(trans)
+    return seen
+
+
+def _tolerates_nan(model: Any) -> bool:
+    return any(type(s).__name__.startswith(_NAN_TOLERANT) for s in _walk(model))
+
+
+def _final_name(model: Any) -> str:
+    steps = getattr(model, "steps", None)
+    return type(steps[-1][1] if steps else model).__name__

@@ -1,0 +1,356 @@
+"""A model's signature, and the vectorised validation of request data against it.
+
+The signature is inferred from the artifact (see ``runtimes/``), never hand-written unless the
+user wants to. It drives input validation, OpenAPI schemas, V2 metadata and examples.
+
+Validation turns decoded JSON (records, rows or columns) into :class:`~modelport.types.Columns`:
+one typed numpy array per feature. Every problem raises :class:`~modelport.errors.InvalidInput`
+naming the row and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from modelport.errors import InvalidInput
+from modelport.types import Columns
+
+__all__ = ["Feature", "FeatureType", "Signature", "UnseenPolicy"]
+
+FeatureType = Literal["float", "int", "bool", "string"]
+UnseenPolicy = Literal["reject", "pass"]
+
+_NUMPY: dict[str, Any] = {"float": np.float64, "int": np.int64, "bool": np.bool_, "string": object}
+_JSON_TYPE = {"float": "number", "int": "integer", "bool": "boolean", "string": "string"}
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column: its name, type, and what is known of its values."""
+
+    name: str
+    dtype: FeatureType = "float"
+    categories: tuple[Any, ...] | None = None
+    """Known vocabulary (from a fitted encoder or the reference data); ``None`` = open."""
+    nullable: bool = False
+    """Whether missing values (null/NaN) may reach the model (it imputes or handles them)."""
+    example: Any = None
+
+    def json_schema(self) -> dict[str, Any]:
+        """JSON Schema of one value of this feature (used in OpenAPI)."""
+        schema: dict[str, Any] = {"type": _JSON_TYPE[self.dtype]}
+        if self.categories is not None:
+            schema["enum"] = list(self.categories)
+        if self.nullable:
+            schema = {"anyOf": [schema, {"type": "null"}]}
+        schema["example"] = self.example_value()
+        return schema
+
+    def example_value(self) -> Any:
+        """A plausible value: the recorded example, else the first category, else zero."""
+        if self.example is not None:
+            return self.example
+        if self.categories:
+            return self.categories[0]
+        return {"float": 0.0, "int": 0, "bool": False, "string": ""}[self.dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``modelport.yaml``."""
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype}
+        if self.categories is not None:
+            out["categories"] = list(self.categories)
+        if self.nullable:
+            out["nullable"] = True
+        if self.example is not None:
+            out["example"] = self.example
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Feature:
+        """Inverse of :meth:`to_dict`."""
+        cats = data.get("categories")
+        return cls(
+            name=str(data["name"]),
+            dtype=data.get("dtype", "float"),
+            categories=None if cats is None else tuple(cats),
+            nullable=bool(data.get("nullable", False)),
+            example=data.get("example"),
+        )
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Inputs and outputs of a model.
+
+    ``input_kind`` says what the model consumes: a pandas ``dataframe`` with named columns, or an
+    ``array`` (2-D, features in order, of ``array_dtype``).
+    """
+
+    features: tuple[Feature, ...]
+    input_kind: Literal["dataframe", "array"] = "array"
+    task: Literal["classification", "regression"] = "regression"
+    classes: tuple[Any, ...] | None = None
+    has_proba: bool = False
+    array_dtype: str = "float64"
+    names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(f.name for f in self.features))
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Output names, as requested in V2 ``outputs``."""
+        return ("predict", "predict_proba") if self.has_proba else ("predict",)
+
+    def feature(self, name: str) -> Feature:
+        """The feature called ``name``."""
+        return self.features[self.names.index(name)]
+
+    def with_features(self, features: Sequence[Feature]) -> Signature:
+        """A copy with other feature descriptions (e.g. refined from reference data)."""
+        return replace(self, features=tuple(features))
+
+    def example_record(self) -> dict[str, Any]:
+        """One request record with a plausible value per feature."""
+        return {f.name: f.example_value() for f in self.features}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``modelport.yaml``."""
+        return {
+            "input_kind": self.input_kind,
+            "task": self.task,
+            "classes": None if self.classes is None else [_plain(c) for c in self.classes],
+            "has_proba": self.has_proba,
+            "array_dtype": self.array_dtype,
+            "features": [f.to_dict() for f in self.features],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Signature:
+        """Inverse of :meth:`to_dict`."""
+        classes = data.get("classes")
+        return cls(
+            features=tuple(Feature.from_dict(f) for f in data["features"]),
+            input_kind=data.get("input_kind", "array"),
+            task=data.get("task", "regression"),
+            classes=None if classes is None else tuple(classes),
+            has_proba=bool(data.get("has_proba", False)),
+            array_dtype=data.get("array_dtype", "float64"),
+        )
+
+    # -- validation -------------------------------------------------------------------------
+
+    def from_records(
+        self, records: Sequence[Any], *, unseen: UnseenPolicy = "reject", max_rows: int = 0
+    ) -> Columns:
+        """Validate objects keyed by feature name (``{"age": 63, ...}``) into columns."""
+        _check_count(len(records), max_rows)
+        expected = set(self.names)
+        for i, rec in enumerate(records):
+            if not isinstance(rec, Mapping):
+                raise InvalidInput(f"expected an object keyed by feature name, got {_kind(rec)}",
+                                   row=i)
+            if rec.keys() != expected:
+                _raise_key_mismatch(rec, expected, self.names, i)
+        raw = {name: [rec[name] for rec in records] for name in self.names}
+        return self._typed(raw, len(records), unseen)
+
+    def from_rows(
+        self, rows: Sequence[Any], *, unseen: UnseenPolicy = "reject", max_rows: int = 0
+    ) -> Columns:
+        """Validate ordered rows (``[63, 1, ...]``, features in signature order) into columns."""
+        _check_count(len(rows), max_rows)
+        width = len(self.features)
+        for i, row in enumerate(rows):
+            if not isinstance(row, (list, tuple)):
+                raise InvalidInput(f"expected a list of {width} values, got {_kind(row)}", row=i)
+            if len(row) != width:
+                raise InvalidInput(f"expected {width} values (one per feature: "
+                                   f"{', '.join(self.names)}), got {len(row)}", row=i)
+        raw = dict(zip(self.names, (list(c) for c in zip(*rows)))) if rows else {
+            n: [] for n in self.names}
+        return self._typed(raw, len(rows), unseen)
+
+    def from_columns(
+        self, columns: Mapping[str, Any], *, unseen: UnseenPolicy = "reject", max_rows: int = 0
+    ) -> Columns:
+        """Validate one array/list per feature (MLServer's ``pd`` content type) into columns."""
+        expected = set(self.names)
+        if columns.keys() != expected:
+            _raise_key_mismatch(columns, expected, self.names, None)
+        lengths = {len(columns[n]) for n in self.names}
+        if len(lengths) != 1:
+            raise InvalidInput(f"columns have different lengths: {sorted(lengths)}")
+        n_rows = lengths.pop()
+        _check_count(n_rows, max_rows)
+        return self._typed(dict(columns), n_rows, unseen)
+
+    def from_matrix(
+        self, matrix: npt.NDArray[Any], *, unseen: UnseenPolicy = "reject", max_rows: int = 0
+    ) -> Columns:
+        """Validate a 2-D array whose columns are the features in order."""
+        if matrix.ndim != 2 or matrix.shape[1] != len(self.features):
+            raise InvalidInput(f"expected shape [rows, {len(self.features)}], "
+                               f"got {list(matrix.shape)}")
+        _check_count(matrix.shape[0], max_rows)
+        raw = {name: matrix[:, j] for j, name in enumerate(self.names)}
+        return self._typed(raw, matrix.shape[0], unseen)
+
+    def _typed(self, raw: Mapping[str, Any], n_rows: int, unseen: UnseenPolicy) -> Columns:
+        return Columns({f.name: _column(f, raw[f.name], unseen) for f in self.features}, n_rows)
+
+
+def _check_count(n: int, max_rows: int) -> None:
+    if n == 0:
+        raise InvalidInput("the batch is empty: send at least one row")
+    if max_rows and n > max_rows:
+        raise InvalidInput(f"{n} rows is more than the limit of {max_rows} per request; "
+                           "split the batch or use /predict/batch")
+
+
+def _raise_key_mismatch(
+    given: Mapping[str, Any], expected: set[str], order: Sequence[str], row: int | None
+) -> None:
+    missing = [n for n in order if n not in given]
+    if missing:
+        raise InvalidInput("missing required feature", field=missing[0], row=row)
+    unknown = sorted(str(k) for k in given if k not in expected)
+    raise InvalidInput(f"unknown feature (expected one of: {', '.join(order)})",
+                       field=unknown[0], row=row)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
+def _column(feat: Feature, values: Any, unseen: UnseenPolicy) -> npt.NDArray[Any]:
+    arr = values if isinstance(values, np.ndarray) else _as_array(values)
+    if feat.dtype == "string" or (feat.categories is not None and arr.dtype.kind in "OUS"):
+        col = _string_column(feat, arr)
+    elif feat.dtype == "bool":
+        col = _bool_column(feat, arr)
+    else:
+        col = _numeric_column(feat, arr)
+    if feat.categories is not None and unseen == "reject":
+        _check_categories(feat, col)
+    return col
+
+
+def _as_array(values: Sequence[Any]) -> npt.NDArray[Any]:
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError):  # ragged nested lists
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = list(values)
+    if arr.ndim != 1:
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = list(values)
+    return arr
+
+
+def _numeric_column(feat: Feature, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    if arr.dtype.kind in "iuf":
+        col = arr.astype(np.float64, copy=False) if feat.dtype == "float" else arr
+    else:
+        col = _numeric_slow(feat, arr)
+    if col.dtype.kind == "f":
+        finite = np.isfinite(col)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            for i in bad:
+                if not (feat.nullable and math.isnan(col[i])):
+                    what = "missing value (null/NaN)" if math.isnan(col[i]) else "infinite value"
+                    raise InvalidInput(f"{what} is not accepted by this model", field=feat.name,
+                                       row=int(i))
+    if feat.dtype == "int":
+        if col.dtype.kind == "f":
+            frac = np.isfinite(col) & (col != np.round(col))
+            if frac.any():
+                i = int(np.flatnonzero(frac)[0])
+                raise InvalidInput(f"expected an integer, got {col[i]}", field=feat.name, row=i)
+            if not feat.nullable:
+                col = col.astype(np.int64)
+        else:
+            col = col.astype(np.int64, copy=False)
+    return col
+
+
+def _numeric_slow(feat: Feature, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    out = np.empty(len(arr), dtype=np.float64)
+    for i, v in enumerate(arr):
+        if v is None:
+            if not feat.nullable:
+                raise InvalidInput("missing value (null) is not accepted by this model",
+                                   field=feat.name, row=i)
+            out[i] = np.nan
+        elif isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)):
+            raise InvalidInput(f"expected a number, got {_kind(v)}", field=feat.name, row=i)
+        else:
+            out[i] = v
+    return out
+
+
+def _bool_column(feat: Feature, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    if arr.dtype.kind == "b":
+        return arr
+    if arr.dtype.kind in "iu" and np.isin(arr, (0, 1)).all():
+        return arr.astype(np.bool_)
+    for i, v in enumerate(arr):
+        if not isinstance(v, (bool, np.bool_)):
+            raise InvalidInput(f"expected true or false, got {_kind(v)}", field=feat.name, row=i)
+    return arr.astype(np.bool_)
+
+
+def _string_column(feat: Feature, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    if feat.dtype != "string":
+        # categorical with numeric codes: strings are an error
+        for i, v in enumerate(arr):
+            if isinstance(v, (str, bytes)) or v is None:
+                raise InvalidInput(f"expected a number, got {_kind(v)}", field=feat.name, row=i)
+    if arr.dtype.kind == "U":
+        return arr.astype(object)
+    if arr.dtype.kind == "S":
+        return np.char.decode(arr, "utf-8").astype(object)
+    for i, v in enumerate(arr):
+        if v is None and feat.nullable:
+            continue
+        if not isinstance(v, str):
+            raise InvalidInput(f"expected a string, got {_kind(v)}", field=feat.name, row=i)
+    return arr.astype(object, copy=False)
+
+
+def _check_categories(feat: Feature, col: npt.NDArray[Any]) -> None:
+    assert feat.categories is not None
+    known = np.asarray(feat.categories, dtype=object if feat.dtype == "string" else None)
+    ok = np.isin(col, known)
+    if feat.nullable and col.dtype.kind in "fO":
+        ok |= np.asarray([v is None or (isinstance(v, float) and math.isnan(v)) for v in col])
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        shown = ", ".join(repr(_plain(c)) for c in feat.categories[:20])
+        raise InvalidInput(f"unseen category {_plain(col[i])!r} (known: {shown})",
+                           field=feat.name, row=i)
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the plain Python value (for YAML/JSON)."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,67 @@
+"""Plain value types shared by every layer (no modelport or framework imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Columns", "Outputs"]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """A validated batch: one numpy array per feature, all of length ``n_rows``.
+
+    Columnar on purpose: validation, drift counting and DataFrame construction are vectorised
+    per feature, so no per-row Python objects exist on large batches.
+    """
+
+    data: dict[str, npt.NDArray[Any]]
+    n_rows: int
+
+    def take(self, start: int, stop: int) -> Columns:
+        """The rows ``start:stop`` as a new batch (views, no copies)."""
+        return Columns({k: v[start:stop] for k, v in self.data.items()}, max(0, stop - start))
+
+    @staticmethod
+    def concat(parts: list[Columns]) -> Columns:
+        """Stack batches with the same features into one."""
+        if len(parts) == 1:
+            return parts[0]
+        names = parts[0].data.keys()
+        return Columns(
+            {k: np.concatenate([p.data[k] for p in parts]) for k in names},
+            sum(p.n_rows for p in parts),
+        )
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What one model call returns for a batch.
+
+    ``predictions`` has one entry per row; ``probabilities`` is ``(n_rows, n_classes)`` with
+    columns in the order of ``classes`` when the model is a probabilistic classifier.
+    """
+
+    predictions: npt.NDArray[Any]
+    probabilities: npt.NDArray[np.floating[Any]] | None = None
+    classes: list[Any] | None = field(default=None)
+
+    def take(self, start: int, stop: int) -> Outputs:
+        """The rows ``start:stop`` (used to hand each request its slice of a micro-batch)."""
+        proba = None if self.probabilities is None else self.probabilities[start:stop]
+        return Outputs(self.predictions[start:stop], proba, self.classes)
+
+    @staticmethod
+    def concat(parts: list[Outputs]) -> Outputs:
+        """Stack the outputs of several calls of the same model."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        proba = None
+        if first.probabilities is not None:
+            proba = np.concatenate([p.probabilities for p in parts])  # type: ignore[misc]
+        return Outputs(np.concatenate([p.predictions for p in parts]), proba, first.classes)
