@@ -1,0 +1,52 @@
+"""The ``modelport`` command line: every command is one library call plus formatting.
+
+Each area registers its commands from its own module (``serve``, ``registry``, ``build``,
+``monitor``, ``tools``); errors are translated once, here, into a message and an exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from modelport.errors import ModelportError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="modelport",
+    help="Turn a trained model file into a production service, and keep it healthy there.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_AREAS = ("serve", "registry", "build", "monitor", "tools")
+for _area in _AREAS:
+    try:
+        importlib.import_module(f"modelport.cli.{_area}").register(app)
+    except ModuleNotFoundError as _exc:  # an area not written yet
+        if _exc.name != f"modelport.cli.{_area}":
+            raise
+
+
+def main() -> None:
+    """Entry point of the ``modelport`` script: one message and an exit code per error."""
+    try:
+        app(standalone_mode=False)
+    except ModelportError as exc:
+        typer.secho(f"error: {exc.message}", err=True, fg=typer.colors.RED)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors and aborts carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
