@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Columns", "Outputs"]
+__all__ = ["Columns", "Outputs", "PredictionEvent"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,26 @@ class Outputs:
         if first.probabilities is not None:
             proba = np.concatenate([p.probabilities for p in parts])  # type: ignore[misc]
         return Outputs(np.concatenate([p.predictions for p in parts]), proba, first.classes)
+
+
+@dataclass(frozen=True)
+class PredictionEvent:
+    """One answered prediction request, as the server hands it to monitoring callbacks.
+
+    Callbacks (``Callable[[PredictionEvent], None]``) run on the event loop right after the
+    response is computed: they must be O(rows × features) and never block (queue I/O instead).
+    """
+
+    request_id: str
+    timestamp: float
+    """Unix time (seconds) the request arrived."""
+    model: str
+    version: str
+    inputs: Columns
+    outputs: Outputs
+    latency_s: float
+    """Time spent in validation + queue + model, seconds."""
+    route: str = "native"
+    """Which protocol answered: ``native``, ``v2``, ``v1``."""
+    arm: str | None = None
+    """Traffic arm (A/B, canary, shadow) when a policy chose the version."""
