@@ -7,10 +7,10 @@ Every field can be set as ``MODELPORT_<FIELD>`` (e.g. ``MODELPORT_PORT=9000``); 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore")
 
-    model: list[str] = Field(default_factory=list)
+    model: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """What to serve: model files, package directories, model-settings.json, registry refs."""
 
     host: str = "127.0.0.1"
@@ -32,17 +32,23 @@ class Settings(BaseSettings):
     workers: int = 1
     """Worker processes (uvicorn); metrics switch to multiprocess mode when > 1."""
 
-    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     """API keys; when any is set every route but the probes needs one."""
 
     api_keys_file: Path | None = None
     """A file with one API key per line (read once at start)."""
+
+    public_metrics: bool = False
+    """Let ``/metrics`` be scraped without an API key (probes are always open)."""
 
     max_body_bytes: int = 32 * 1024 * 1024
     """Largest accepted request body; larger bodies get 413."""
 
     max_batch_rows: int = 10_000
     """Most rows one request may carry; more gets 422."""
+
+    max_bulk_rows: int = 1_000_000
+    """Most rows one ``/predict/batch`` request may carry."""
 
     max_batch_size: int = 64
     """Most rows the micro-batcher merges into one model call."""
@@ -87,6 +93,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [m.strip() for m in value.split(",") if m.strip()]
         return value
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``MODELPORT_*`` variables, for worker processes to rebuild them."""
+        out: dict[str, str] = {}
+        for name, value in self:
+            if value is None:
+                continue
+            if name == "api_keys":
+                text = ",".join(k.get_secret_value() for k in value)
+            elif name == "model":
+                text = ",".join(value)
+            else:
+                text = str(value)
+            out[f"MODELPORT_{name.upper()}"] = text
+        return out
 
     def all_api_keys(self) -> list[str]:
         """Keys from the setting and from ``api_keys_file``, secrets revealed for comparison."""

@@ -1,0 +1,255 @@
+"""Prometheus metrics of a modelport server: the only module that imports ``prometheus_client``.
+
+A :class:`Metrics` owns its registry, so two servers in one process (or two tests) never share
+counters. With ``multiprocess_dir`` (``uvicorn --workers N``) every worker writes its values to
+memory-mapped files in that directory and :meth:`Metrics.render` merges them, so a scrape of any
+worker returns the exact sum over all of them.
+
+Label cardinality is bounded on purpose: a model or version that was never registered with
+:meth:`Metrics.set_model_info` (e.g. a typo that got a 404) is counted under
+:data:`UNKNOWN`, never under the name the client sent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from modelport.types import PredictionEvent
+
+__all__ = [
+    "DRIFT_LEVELS",
+    "LATENCY_BUCKETS",
+    "PREDLOG_OUTCOMES",
+    "UNKNOWN",
+    "Metrics",
+    "reset_multiprocess_dir",
+]
+
+UNKNOWN = "__unknown__"
+"""The label value every unregistered model or version is collapsed to."""
+
+LATENCY_BUCKETS = (
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+"""Seconds; sub-millisecond at the bottom because a small tabular model answers in ~1 ms."""
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+
+PREDLOG_OUTCOMES = ("written", "dropped", "failed", "spooled", "replayed")
+"""Outcomes of prediction-log records, in ``modelport_predlog_records_total{outcome}``."""
+
+DRIFT_LEVELS = {"ok": 0, "warn": 1, "alert": 2}
+"""Values of ``modelport_drift_status``: a drift decision as a number alerts can compare."""
+
+
+def reset_multiprocess_dir(directory: Path) -> None:
+    """Empty (or create) a multiprocess directory; call once before the workers start.
+
+    Values left by a previous run would otherwise be added to the new run's counters.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+
+
+def _enable_multiprocess(directory: Path) -> None:
+    from prometheus_client import values
+
+    # prometheus_client reads this variable itself on every write; it has no other switch.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+class Metrics:
+    """The server's metrics, with plain methods the server and monitoring callbacks call."""
+
+    def __init__(self, *, multiprocess_dir: Path | None = None) -> None:
+        import prometheus_client as pc
+
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir is not None:
+            multiprocess_dir.mkdir(parents=True, exist_ok=True)
+            _enable_multiprocess(multiprocess_dir)
+        # In multiprocess mode the values live in files; the registry is built at render time.
+        self.registry = pc.CollectorRegistry() if multiprocess_dir is None else None
+        self._info: dict[tuple[str, str], tuple[str, str]] = {}
+        self._models: set[str] = set()
+        self._define(pc)
+
+    def _define(self, pc: Any) -> None:
+        reg, mv = self.registry, ("model", "version")
+        self.requests = pc.Counter(
+            "modelport_requests", "HTTP requests answered, by route template and status.",
+            [*mv, "route", "status"], registry=reg,
+        )  # fmt: skip
+        self.request_duration = pc.Histogram(
+            "modelport_request_duration_seconds", "Time from request to response, seconds.",
+            [*mv, "route"], buckets=LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.inference_duration = pc.Histogram(
+            "modelport_inference_duration_seconds", "Time one model call took, seconds.",
+            mv, buckets=LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.queue_delay = pc.Histogram(
+            "modelport_queue_delay_seconds", "Time a batch waited before the model ran, seconds.",
+            mv, buckets=LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.batch_size = pc.Histogram(
+            "modelport_batch_size", "Rows per model call (after micro-batching).",
+            mv, buckets=BATCH_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.in_flight = pc.Gauge(
+            "modelport_in_flight_requests", "Requests being answered now.",
+            ["route"], registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.predictions = pc.Counter("modelport_predictions", "Rows predicted.", mv, registry=reg)
+        self._define_state(pc)
+
+    def _define_state(self, pc: Any) -> None:
+        reg, mv = self.registry, ("model", "version")
+        self.model_info = pc.Gauge(
+            "modelport_model_info", "1 for every served model version, with its details.",
+            [*mv, "flavor", "reference_hash"], registry=reg, multiprocess_mode="max",
+        )  # fmt: skip
+        self.model_ready = pc.Gauge(
+            "modelport_model_ready", "1 when the model version is loaded and warmed, else 0.",
+            mv, registry=reg, multiprocess_mode="min",
+        )  # fmt: skip
+        self.model_load = pc.Gauge(
+            "modelport_model_load_seconds", "How long loading and warming the model took.",
+            mv, registry=reg, multiprocess_mode="max",
+        )  # fmt: skip
+        self.predlog_records = pc.Counter(
+            "modelport_predlog_records", "Prediction-log records by outcome.",
+            ["outcome"], registry=reg,
+        )  # fmt: skip
+        self.drift_score = pc.Gauge(
+            "modelport_drift_score", "Latest drift statistic per feature and method.",
+            ["model", "feature", "method"], registry=reg, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.drift_status = pc.Gauge(
+            "modelport_drift_status", "Drift decision per feature: 0 ok, 1 warn, 2 alert.",
+            ["model", "feature"], registry=reg, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        for outcome in PREDLOG_OUTCOMES:  # export zeros so rate() works from the first scrape
+            self.predlog_records.labels(outcome)
+
+    # -- labels ---------------------------------------------------------------------------
+
+    def labels_for(self, model: str, version: str) -> tuple[str, str]:
+        """``(model, version)`` as label values: unregistered names collapse to UNKNOWN."""
+        if not model:
+            return "", ""
+        if model not in self._models:
+            return UNKNOWN, UNKNOWN
+        return model, version if (model, version) in self._info else UNKNOWN
+
+    # -- model lifecycle ------------------------------------------------------------------
+
+    def set_model_info(
+        self, model: str, version: str, *, flavor: str, reference_hash: str = ""
+    ) -> None:
+        """Register a served model version: its labels become valid, and its info series is 1."""
+        self.remove_model(model, version)
+        self._models.add(model)
+        self._info[(model, version)] = (flavor, reference_hash)
+        self.model_info.labels(model, version, flavor, reference_hash).set(1)
+
+    def set_model_ready(self, model: str, version: str, ready: bool) -> None:
+        """Whether the version is loaded and warmed (``/ready`` and the not-ready alert)."""
+        self.model_ready.labels(*self.labels_for(model, version)).set(1 if ready else 0)
+
+    def observe_model_load(self, model: str, version: str, seconds: float) -> None:
+        """How long loading (and warming) the version took."""
+        self.model_load.labels(*self.labels_for(model, version)).set(seconds)
+
+    def remove_model(self, model: str, version: str) -> None:
+        """Forget a version no longer served: its info, ready and load series disappear.
+
+        (In multiprocess mode the files keep the last values, so those series stay.)
+        """
+        details = self._info.pop((model, version), None)
+        if details is None:
+            return
+        if self.multiprocess_dir is None:  # prometheus_client cannot remove from its files
+            self.model_info.remove(model, version, *details)
+            self.model_ready.remove(model, version)
+            self.model_load.remove(model, version)
+        if not any(m == model for m, _ in self._info):
+            self._models.discard(model)
+
+    # -- hot path -------------------------------------------------------------------------
+
+    def observe_request(
+        self, model: str, version: str, route: str, status: int | str, seconds: float
+    ) -> None:
+        """One answered HTTP request (called by the observability middleware)."""
+        m, v = self.labels_for(model, version)
+        self.requests.labels(m, v, route, str(status)).inc()
+        self.request_duration.labels(m, v, route).observe(seconds)
+
+    def request_started(self, route: str) -> None:
+        """A request entered ``route`` (in-flight gauge up)."""
+        self.in_flight.labels(route).inc()
+
+    def request_finished(self, route: str) -> None:
+        """A request left ``route`` (in-flight gauge down)."""
+        self.in_flight.labels(route).dec()
+
+    def on_prediction(self, event: PredictionEvent) -> None:
+        """Prediction callback: counts the rows of one answered request."""
+        self.predictions.labels(*self.labels_for(event.model, event.version)).inc(
+            event.inputs.n_rows
+        )
+
+    def observe_batch(
+        self, model: str, version: str, size: int, queue_delay_s: float, inference_s: float
+    ) -> None:
+        """One model call by the micro-batcher: its rows, its wait, its duration."""
+        labels = self.labels_for(model, version)
+        self.batch_size.labels(*labels).observe(size)
+        self.queue_delay.labels(*labels).observe(queue_delay_s)
+        self.inference_duration.labels(*labels).observe(inference_s)
+
+    def count_predlog(self, outcome: str, n: int) -> None:
+        """Callback for :class:`~modelport.monitoring.predlog.PredictionLog` counters."""
+        if outcome not in PREDLOG_OUTCOMES:
+            raise ValueError(f"outcome must be one of {PREDLOG_OUTCOMES}, got {outcome!r}")
+        self.predlog_records.labels(outcome).inc(n)
+
+    def set_drift(self, model: str, feature: str, method: str, score: float, status: str) -> None:
+        """Latest drift decision for one feature (``status`` is a key of DRIFT_LEVELS)."""
+        if status not in DRIFT_LEVELS:
+            raise ValueError(f"drift status must be one of {sorted(DRIFT_LEVELS)}, got {status!r}")
+        m = model if model in self._models else UNKNOWN
+        self.drift_score.labels(m, feature, method).set(score)
+        self.drift_status.labels(m, feature).set(DRIFT_LEVELS[status])
+
+    # -- exposition -----------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition format: ``(body, content_type)`` for ``GET /metrics``."""
+        import prometheus_client as pc
+
+        registry = self.registry
+        if registry is None:
+            from prometheus_client import multiprocess
+
+            registry = pc.CollectorRegistry()
+            multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+                registry, path=str(self.multiprocess_dir)
+            )
+        return pc.generate_latest(registry), pc.CONTENT_TYPE_LATEST
+
+    def mark_process_dead(self, pid: int) -> None:
+        """Drop a dead worker's live gauges (in-flight); its counters stay in the sums."""
+        if self.multiprocess_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                pid, str(self.multiprocess_dir)
+            )

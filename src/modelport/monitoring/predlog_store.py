@@ -1,0 +1,266 @@
+"""Where prediction-log records go: SQL tables (idempotent inserts) and a local spool file.
+
+Both ends are idempotent on purpose. A record is keyed by ``(request_id, row_index, model,
+version)`` (model and version are in the key because a shadow deployment logs the same request
+once per version), inserts skip keys already present, so replaying a spool that was written to
+the database just before a crash does not duplicate anything.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from modelport.errors import ConfigError
+
+__all__ = ["FeedbackRecord", "PredictionRecord", "RealizedAccuracy", "Record", "Spool", "Store"]
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """One row of one answered request, joined with its outputs."""
+
+    request_id: str
+    row_index: int
+    model: str
+    version: str
+    ts: float
+    route: str
+    arm: str | None
+    latency_s: float
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    """A delayed true label for one row of a request."""
+
+    request_id: str
+    row_index: int
+    label: str | int | float | bool
+    ts: float
+
+
+Record = PredictionRecord | FeedbackRecord
+
+
+@dataclass(frozen=True)
+class RealizedAccuracy:
+    """Predictions of a model that received a label, and how many of them were right."""
+
+    model: str
+    version: str | None
+    labeled: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float | None:
+        """``correct / labeled``; None while nothing is labeled."""
+        return self.correct / self.labeled if self.labeled else None
+
+
+def _dumps(obj: Any) -> str:
+    opts = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    return orjson.dumps(obj, option=opts, default=str).decode()
+
+
+def _same(prediction: Any, label: Any) -> bool:
+    try:
+        return float(prediction) == float(label)
+    except (TypeError, ValueError):
+        return str(prediction) == str(label)
+
+
+class Store:
+    """The prediction and feedback tables in SQLite or PostgreSQL (SQLAlchemy 2)."""
+
+    def __init__(self, url: str, *, table_prefix: str = "modelport_") -> None:
+        import sqlalchemy as sa
+
+        self.url = sa.engine.make_url(url)
+        if self.url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ConfigError(f"prediction log: database must be sqlite or postgresql, got {url!r}")
+        self._sa = sa
+        self.engine = sa.create_engine(
+            self.url, json_serializer=_dumps, pool_pre_ping=True, connect_args=self._connect_args()
+        )
+        self._tables(sa, table_prefix)
+        self._schema_ready = False
+
+    def _connect_args(self) -> dict[str, Any]:
+        if self.url.get_backend_name() == "postgresql":
+            return {"connect_timeout": 5}
+        if self.url.database not in (None, "", ":memory:"):
+            Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+        return {"timeout": 30}
+
+    def _tables(self, sa: Any, prefix: str) -> None:
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        meta, json = sa.MetaData(), sa.JSON().with_variant(JSONB(), "postgresql")
+        key = [sa.Column("request_id", sa.String(128), primary_key=True)]
+        key.append(sa.Column("row_index", sa.Integer, primary_key=True, autoincrement=False))
+        self.predictions = sa.Table(
+            f"{prefix}predictions", meta, *key,
+            sa.Column("model", sa.String(200), primary_key=True),
+            sa.Column("version", sa.String(100), primary_key=True),
+            sa.Column("ts", sa.Float, nullable=False, index=True),
+            sa.Column("route", sa.String(16), nullable=False),
+            sa.Column("arm", sa.String(100)),
+            sa.Column("latency_s", sa.Float, nullable=False),
+            sa.Column("inputs", json, nullable=False),
+            sa.Column("outputs", json, nullable=False),
+        )  # fmt: skip
+        self.feedback = sa.Table(
+            f"{prefix}feedback", meta, *[c.copy() for c in key],
+            sa.Column("label", json, nullable=False),
+            sa.Column("ts", sa.Float, nullable=False),
+        )  # fmt: skip
+        self.metadata = meta
+
+    def _insert(self, table: Any) -> Any:
+        if self.url.get_backend_name() == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    def insert(self, records: list[Record]) -> None:
+        """Write records in one transaction; keys already present are left as they are
+        (predictions) or updated to the latest label (feedback). Raises SQLAlchemyError."""
+        preds = [asdict(r) for r in records if isinstance(r, PredictionRecord)]
+        labels = {(r.request_id, r.row_index): asdict(r) for r in records if not isinstance(r, PredictionRecord)}  # fmt: skip
+        if not self._schema_ready:
+            self.metadata.create_all(self.engine)
+            self._schema_ready = True
+        with self.engine.begin() as conn:
+            if preds:
+                conn.execute(self._insert(self.predictions).on_conflict_do_nothing(), preds)
+            if labels:
+                stmt = self._insert(self.feedback)
+                update = {"label": stmt.excluded.label, "ts": stmt.excluded.ts}
+                conn.execute(
+                    stmt.on_conflict_do_update(index_elements=["request_id", "row_index"], set_=update),
+                    list(labels.values()),
+                )  # fmt: skip
+
+    def realized_accuracy(self, model: str, version: str | None = None) -> RealizedAccuracy:
+        """Compare each labeled prediction of ``model`` (and ``version``) with its label."""
+        p, f, sa = self.predictions, self.feedback, self._sa
+        on = sa.and_(p.c.request_id == f.c.request_id, p.c.row_index == f.c.row_index)
+        query = sa.select(p.c.outputs, f.c.label).join(f, on).where(p.c.model == model)
+        if version is not None:
+            query = query.where(p.c.version == version)
+        labeled = correct = 0
+        with self.engine.connect() as conn:
+            for outputs, label in conn.execute(query):
+                labeled += 1
+                correct += _same(outputs.get("prediction"), label)
+        return RealizedAccuracy(model, version, labeled, correct)
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+
+class Spool:
+    """An append-only JSON-lines file per process, fsync'd per batch, replayed when the
+    database is back. Files of dead processes (no lock held) are adopted and replayed too."""
+
+    PATTERN = "predlog-*.spool.jsonl"
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        name = f"predlog-{os.getpid()}-{id(self):x}"
+        self.path = directory / f"{name}.spool.jsonl"
+        # Locked under a name no other process looks at, then renamed: never seen unlocked.
+        creating = directory / f"{name}.creating"
+        self._file: IO[bytes] = open(creating, "a+b")  # noqa: SIM115 - closed in close()
+        fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(creating, self.path)
+        self.bad_lines = 0
+        """Lines that could not be decoded on replay (a write torn by a crash)."""
+
+    def append(self, records: list[Record]) -> None:
+        """Append records durably (written and fsync'd before returning)."""
+        lines = [_dumps({"k": "p" if isinstance(r, PredictionRecord) else "f", **asdict(r)})
+                 for r in records]  # fmt: skip
+        self._file.write(("\n".join(lines) + "\n").encode())
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def pending(self) -> bool:
+        """Whether this spool or an orphaned one holds records."""
+        return os.fstat(self._file.fileno()).st_size > 0 or bool(self._orphans())
+
+    def replay(self, insert: Callable[[list[Record]], None], chunk: int = 500) -> int:
+        """Insert every spooled record, then empty the spools. Returns how many were replayed;
+        on an insert error the spools stay as they are (replaying again is harmless)."""
+        total = 0
+        for path in self._orphans():
+            with open(path, "r+b") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # another process adopted it first
+                    continue
+                total += self._replay_file(handle, insert, chunk)
+                path.unlink()
+        total += self._replay_file(self._file, insert, chunk)
+        return total
+
+    def _replay_file(self, handle: IO[bytes], insert: Callable[[list[Record]], None], chunk: int) -> int:  # fmt: skip
+        handle.seek(0)
+        total, batch = 0, []
+        for record in self._decode(handle):
+            batch.append(record)
+            if len(batch) >= chunk:
+                insert(batch)
+                total, batch = total + len(batch), []
+        if batch:
+            insert(batch)
+        handle.truncate(0)
+        os.fsync(handle.fileno())
+        return total + len(batch)
+
+    def _decode(self, handle: IO[bytes]) -> Iterator[Record]:
+        for line in handle:
+            try:
+                data = orjson.loads(line)
+                kind = data.pop("k")
+                yield PredictionRecord(**data) if kind == "p" else FeedbackRecord(**data)
+            except (orjson.JSONDecodeError, TypeError, KeyError):
+                self.bad_lines += 1
+
+    def _orphans(self) -> list[Path]:
+        """Spool files whose owner is gone (nobody holds their lock)."""
+        found = []
+        for path in sorted(self.directory.glob(self.PATTERN)):
+            if path != self.path and _lockable(path):
+                found.append(path)
+        return found
+
+    def close(self) -> None:
+        """Release the spool; an empty file is removed, a non-empty one waits to be adopted."""
+        empty = os.fstat(self._file.fileno()).st_size == 0
+        if empty:
+            self.path.unlink(missing_ok=True)
+        self._file.close()
+
+
+def _lockable(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except FileNotFoundError:  # replayed and removed meanwhile
+        return False
+    return True

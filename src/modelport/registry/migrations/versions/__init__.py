@@ -1,0 +1,1 @@
+"""Revision scripts, one per schema change, in order (``down_revision`` links them)."""

@@ -1,0 +1,65 @@
+"""The FastAPI application: routers for every protocol, the edge middleware, error handlers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from fastapi import FastAPI
+
+import modelport
+from modelport.config import Settings
+from modelport.package import LoadedModel
+from modelport.server import native, probes, v1, v2
+from modelport.server.edge import OPEN_PATHS, EdgeMiddleware
+from modelport.server.errors import install_error_handlers
+from modelport.server.models import BatchHook, ModelRepository
+from modelport.server.openapi import install_openapi
+from modelport.server.state import AppState, PredictionHook
+
+__all__ = ["create_app"]
+
+_log = logging.getLogger("modelport")
+AppHook = Callable[[FastAPI, AppState], None]
+
+
+def create_app(
+    models: Sequence[LoadedModel],
+    settings: Settings,
+    *,
+    on_prediction: Sequence[PredictionHook] = (),
+    on_batch: BatchHook | None = None,
+    extensions: Sequence[AppHook] = (),
+) -> FastAPI:
+    """An app serving ``models`` (each warmed with one prediction before it is ready).
+
+    ``extensions`` are called with the app and its state after the core routes exist: that is
+    how monitoring, the registry follower and the admin API plug in.
+    """
+    repo = ModelRepository(settings, on_batch=on_batch)
+    state = AppState(settings, repo, list(on_prediction))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.shutting_down = True
+        await repo.aclose()
+
+    app = FastAPI(title="modelport", version=modelport.__version__, lifespan=lifespan,
+                  description="Predictions over the native, V2 (Open Inference Protocol) and "
+                              "V1 (KServe) protocols.")
+    app.state.modelport = state
+    for router in (probes.router, native.router, v2.router, v1.router):
+        app.include_router(router)
+    install_error_handlers(app)
+    install_openapi(app, state)
+    for loaded in models:
+        repo.serve(loaded)
+        _log.info("serving %s:%s (%s)", loaded.name, loaded.version, loaded.runtime.flavor)
+    for extend in extensions:
+        extend(app, state)
+    open_paths = OPEN_PATHS | ({"/metrics"} if settings.public_metrics else set())
+    app.add_middleware(EdgeMiddleware, api_keys=settings.all_api_keys(),
+                       max_body_bytes=settings.max_body_bytes, open_paths=open_paths)
+    return app

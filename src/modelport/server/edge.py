@@ -1,0 +1,119 @@
+"""The server's edge, as one pure ASGI middleware: request id, API keys, body limit, access log.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) because it runs on every request: no extra task, no
+response buffering.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelport.errors import PayloadTooLarge
+
+__all__ = ["OPEN_PATHS", "EdgeMiddleware"]
+
+OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
+_access = logging.getLogger("modelport.access")
+
+
+class EdgeMiddleware:
+    """Tag each request with an id, check its API key and body size, log one JSON line."""
+
+    def __init__(self, app: ASGIApp, *, api_keys: Iterable[str] = (), max_body_bytes: int,
+                 open_paths: Iterable[str] = OPEN_PATHS) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in api_keys]
+        self.max_body = max_body_bytes
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        status = [500]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [*message.get("headers", []),
+                                      (b"x-request-id", rid.encode("latin-1"))]
+                model = state.get("model")
+                if model is not None:
+                    message["headers"] += [(b"x-model-name", model.encode()),
+                                           (b"x-model-version", state["version"].encode())]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope["path"], headers)
+            if refusal is not None:
+                await _send_json(send_with_id, *refusal)
+                return
+            await self.app(scope, self._limited(receive), send_with_id)
+        finally:
+            _log_access(scope, state, rid, status[0], time.perf_counter() - started)
+
+    def _refusal(self, path: str, headers: dict[bytes, bytes]) -> tuple[int, str, Any] | None:
+        if self.keys and path not in self.open_paths and not self._authorized(headers):
+            return 401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key)", [
+                (b"www-authenticate", b"Bearer")]
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            return 413, (f"the body has {int(length)} bytes, more than the limit of "
+                         f"{self.max_body}; split it or raise MODELPORT_MAX_BODY_BYTES"), []
+        return None
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        given = headers.get(b"x-api-key", b"")
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        ok = False
+        for key in self.keys:  # compare with every key: time does not reveal which matched
+            ok |= hmac.compare_digest(given, key)
+        return ok
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise PayloadTooLarge(f"the body is larger than the limit of "
+                                          f"{self.max_body} bytes")
+            return message
+
+        return limited
+
+
+async def _send_json(send: Send, status: int, message: str, headers: list[Any]) -> None:
+    body = orjson.dumps({"error": message})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _log_access(scope: Scope, state: dict[str, Any], rid: str, status: int,
+                seconds: float) -> None:
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    _access.info("request", extra={"fields": {
+        "request_id": rid, "method": scope["method"], "path": scope["path"], "status": status,
+        "latency_ms": round(seconds * 1000, 3), "model": state.get("model"),
+        "version": state.get("version")}})

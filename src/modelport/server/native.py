@@ -1,0 +1,158 @@
+"""The native REST protocol: ``/predict`` and ``/models/{name}[/versions/{v}]/predict``.
+
+Bodies: ``{"features": {...}}`` (one record), ``{"instances": [...]}`` (records keyed by feature
+name, or ordered rows) or ``{"columns": {"age": [...], ...}}`` (columnar, the cheapest to
+parse). ``/predict/batch`` takes large bodies and skips the micro-batcher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from modelport.errors import InvalidInput
+from modelport.server.models import ServedModel
+from modelport.server.state import app_state, predict, read_json
+from modelport.signature import Signature
+from modelport.types import Columns, Outputs
+
+__all__ = ["native_batch", "native_response", "router"]
+
+router = APIRouter(tags=["native"])
+_OPTS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def native_batch(body: Any, sig: Signature, *, unseen: Any, max_rows: int) -> Columns:
+    """Validate a native request body into a batch."""
+    if not isinstance(body, Mapping):
+        raise InvalidInput("expected a JSON object with 'features', 'instances' or 'columns'")
+    if "features" in body:
+        record = body["features"]
+        if not isinstance(record, Mapping):
+            raise InvalidInput("expected an object keyed by feature name", field="features")
+        return sig.from_records([record], unseen=unseen, max_rows=max_rows)
+    if "instances" in body:
+        rows = body["instances"]
+        if not isinstance(rows, list):
+            raise InvalidInput("expected a list of records or rows", field="instances")
+        if rows and isinstance(rows[0], Mapping):
+            return sig.from_records(rows, unseen=unseen, max_rows=max_rows)
+        return sig.from_rows(rows, unseen=unseen, max_rows=max_rows)
+    if "columns" in body:
+        cols = body["columns"]
+        if not isinstance(cols, Mapping) or not all(isinstance(v, list) for v in cols.values()):
+            raise InvalidInput("expected an object of equal-length lists", field="columns")
+        return sig.from_columns(cols, unseen=unseen, max_rows=max_rows)
+    raise InvalidInput("expected 'features' (one record), 'instances' (a list of records or "
+                       "rows) or 'columns' (one list per feature)")
+
+
+def native_response(served: ServedModel, outputs: Outputs, request_id: str) -> Response:
+    """Predictions, probabilities and class labels, encoded straight from numpy arrays."""
+    preds = outputs.predictions
+    payload: dict[str, Any] = {
+        "model": served.name,
+        "version": served.version,
+        "request_id": request_id,
+        "predictions": preds.tolist() if preds.dtype == object else preds,
+    }
+    if outputs.probabilities is not None:
+        payload["probabilities"] = outputs.probabilities
+        payload["classes"] = outputs.classes
+    return Response(orjson.dumps(payload, option=_OPTS), media_type="application/json")
+
+
+async def _predict(request: Request, name: str | None, version: str | None) -> Response:
+    state = app_state(request)
+    served = state.repo.get(name, version)
+    s = state.settings
+    batch = native_batch(await read_json(request), served.signature,
+                         unseen=s.unseen_categories, max_rows=s.max_batch_rows)
+    outputs = await predict(request, served, batch, "native")
+    return native_response(served, outputs, request.state.request_id)
+
+
+async def _predict_bulk(request: Request, name: str | None, version: str | None) -> Response:
+    state = app_state(request)
+    served = state.repo.get(name, version)
+    s = state.settings
+    body = await read_json(request)
+    batch = await run_in_threadpool(native_batch, body, served.signature,
+                                    unseen=s.unseen_categories, max_rows=s.max_bulk_rows)
+    request.state.model, request.state.version = served.name, served.version
+    outputs = await run_in_threadpool(served.loaded.runtime.predict, batch)
+    return native_response(served, outputs, request.state.request_id)
+
+
+_PREDICT_DOC = {"responses": {"200": {"description": "Predictions (and probabilities with "
+                                                      "their class labels)"}}}
+
+
+@router.post("/predict", summary="Predict with the primary model", openapi_extra=_PREDICT_DOC)
+async def predict_primary(request: Request) -> Response:
+    """One record (``features``), several (``instances``) or columns (``columns``)."""
+    return await _predict(request, None, None)
+
+
+@router.post("/models/{name}/predict", summary="Predict with a model", include_in_schema=False)
+async def predict_model(request: Request, name: str) -> Response:
+    """Predict with the default version of ``name``."""
+    return await _predict(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/predict", summary="Predict with a version",
+             include_in_schema=False)
+async def predict_version(request: Request, name: str, version: str) -> Response:
+    """Predict with one version of ``name``."""
+    return await _predict(request, name, version)
+
+
+@router.post("/predict/batch", summary="Large batch with the primary model",
+             openapi_extra=_PREDICT_DOC)
+async def bulk_primary(request: Request) -> Response:
+    """Large bodies: validated and predicted off the event loop, not micro-batched."""
+    return await _predict_bulk(request, None, None)
+
+
+@router.post("/models/{name}/predict/batch", include_in_schema=False)
+async def bulk_model(request: Request, name: str) -> Response:
+    """Large batch with the default version of ``name``."""
+    return await _predict_bulk(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/predict/batch", include_in_schema=False)
+async def bulk_version(request: Request, name: str, version: str) -> Response:
+    """Large batch with one version of ``name``."""
+    return await _predict_bulk(request, name, version)
+
+
+@router.get("/models", summary="Served models")
+async def list_models(request: Request) -> Response:
+    """Every served model with its versions and which one the unversioned routes use."""
+    repo = app_state(request).repo
+    out = [{"name": n, "default_version": repo.default_version(n),
+            "versions": [s.version for s in repo.versions(n)],
+            "ready": all(s.ready for s in repo.versions(n))} for n in repo.names()]
+    return Response(orjson.dumps({"models": out}), media_type="application/json")
+
+
+@router.get("/models/{name}", summary="A model's signature")
+async def model_info(request: Request, name: str) -> Response:
+    """Name, version, flavor and signature (inputs with types and categories; outputs)."""
+    served = app_state(request).repo.get(name)
+    return Response(orjson.dumps(model_document(served)), media_type="application/json")
+
+
+def model_document(served: ServedModel) -> dict[str, Any]:
+    """What ``GET /models/{name}`` answers."""
+    sig = served.signature
+    return {"name": served.name, "version": served.version,
+            "flavor": served.loaded.runtime.flavor, "outputs": list(sig.outputs),
+            "signature": sig.to_dict(), "example": {"features": sig.example_record()},
+            "classes": None if sig.classes is None else np.asarray(sig.classes).tolist()}

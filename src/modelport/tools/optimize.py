@@ -1,0 +1,257 @@
+"""``modelport optimize``: convert a package's model to ONNX and prove it answers the same.
+
+The model (a scikit-learn Pipeline through skl2onnx, an XGBoost or LightGBM booster through
+onnxmltools) is converted to ``model.onnx`` inside the package, with one graph input per column
+when the signature takes a DataFrame. Both runtimes then score the package's golden rows (and
+the rows of ``data`` when given); parity holds when every label is identical and no probability
+(or regression output) moves by more than ``tolerance``. The result is recorded in the manifest
+(``onnx: {artifact, opset, parity}``) and ``load_model(runtime="auto")`` serves the ONNX
+artifact only when parity passed.
+
+ONNX tree ensembles compute in float32: a threshold that falls between a float64 value and its
+float32 rounding can move a probability by a few hundredths on rare rows. The default
+tolerance (1e-4) catches that; choose a looser one if that is acceptable for your use.
+
+``quantize=True`` adds a dynamically INT8-quantized copy (``model.int8.onnx``) for neural
+networks (MatMul/Gemm weights) and reports how far its outputs move; tree ensembles and linear
+models have no such weights, and are refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.errors import ConfigError
+from modelport.package import Package, open_package, read_table, write_manifest
+from modelport.runtimes import library_versions, load_runtime, require
+from modelport.signature import Signature
+from modelport.types import Columns, Outputs
+
+__all__ = ["ARTIFACT", "QUANTIZED", "OptimizeReport", "Parity", "QuantizeReport", "optimize"]
+
+ARTIFACT = "model.onnx"
+QUANTIZED = "model.int8.onnx"
+_NEURAL_OPS = {"MatMul", "Gemm", "Conv"}
+FLOAT32_NOTE = ("float32 conversion can move a probability by a few hundredths on rare rows; "
+                "choose --tolerance to suit (the ONNX artifact is served only when parity passes)")
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely a converted model's outputs match the native model's on the same rows."""
+
+    passed: bool
+    rows: int
+    max_abs_diff: float
+    """Largest |Δ| over every probability (classifiers) or prediction (regressors)."""
+    label_mismatches: int
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    """The INT8 copy: where it is, how much smaller, how far its outputs moved."""
+
+    artifact: str
+    bytes_before: int
+    bytes_after: int
+    parity: Parity
+
+
+@dataclass(frozen=True)
+class OptimizeReport:
+    """What ``optimize`` wrote and proved."""
+
+    package: Path
+    artifact: str
+    opset: int
+    converter: str
+    parity: Parity
+    quantized: QuantizeReport | None = None
+    note: str = FLOAT32_NOTE
+
+
+def optimize(
+    root: Path, *, tolerance: float = 1e-4, quantize: bool = False, data: Path | None = None
+) -> OptimizeReport:
+    """Convert the package at ``root`` to ONNX, check parity, record it in the manifest."""
+    if not tolerance >= 0:
+        raise ConfigError(f"--tolerance must be 0 or more, got {tolerance}")
+    pkg = open_package(root)
+    sig = pkg.signature
+    batch = _parity_rows(pkg, sig, data)
+    native = load_runtime(pkg.artifact_path, pkg.manifest.flavor, signature=sig)
+    expected = native.predict(batch)
+    if pkg.manifest.flavor == "onnx" and not quantize:
+        raise ConfigError(f"package '{pkg.manifest.name}' is already ONNX: nothing to convert "
+                          "(--quantize makes an INT8 copy of a neural network)")
+    model, converter = _convert(native, sig, pkg.artifact_path)
+    if quantize and not _ops(model) & _NEURAL_OPS:
+        raise ConfigError("nothing to quantize: this model has no MatMul/Gemm weights (tree "
+                          "ensembles and linear models are already compact); run without "
+                          "--quantize")
+    with tempfile.TemporaryDirectory(prefix=".optimize-", dir=root) as tmp:
+        staged = Path(tmp) / ARTIFACT
+        staged.write_bytes(model.SerializeToString())
+        parity = _parity(expected, _score(staged, sig, batch), tolerance)
+        quantized = _quantize(staged, sig, batch, expected, tolerance) if quantize else None
+        if pkg.manifest.flavor != "onnx":
+            os.replace(staged, root / ARTIFACT)
+        if quantized is not None:
+            os.replace(Path(tmp) / QUANTIZED, root / QUANTIZED)
+    artifact = pkg.manifest.artifact if pkg.manifest.flavor == "onnx" else ARTIFACT
+    report = OptimizeReport(root, artifact, _opset(model), converter, parity, quantized)
+    write_manifest(pkg, onnx=_record(report))
+    return report
+
+
+def _parity_rows(pkg: Package, sig: Signature, data: Path | None) -> Columns:
+    parts: list[Columns] = []
+    golden = pkg.golden()
+    if golden and golden.get("inputs"):
+        parts.append(sig.from_records(golden["inputs"]))
+    if data is not None:
+        frame = read_table(data)
+        missing = [n for n in sig.names if n not in frame.columns]
+        if missing:
+            raise ConfigError(f"'{data.name}' lacks the feature '{missing[0]}' the model takes")
+        parts.append(sig.from_columns({n: frame[n].to_numpy() for n in sig.names}))
+    if not parts:
+        raise ConfigError(f"package '{pkg.manifest.name}' has no golden rows to check parity "
+                          "on; pass --data with rows like the training data")
+    return Columns.concat(parts)
+
+
+def _convert(native: Any, sig: Signature, artifact: Path) -> tuple[Any, str]:
+    """The native model as an ONNX ModelProto, and the converter that made it."""
+    flavor = native.flavor
+    try:
+        if flavor == "sklearn":
+            return _from_sklearn(native.model, sig), _version("skl2onnx")
+        if flavor == "xgboost":
+            return _from_xgboost(native, sig), _version("onnxmltools")
+        if flavor == "lightgbm":
+            return _from_lightgbm(native, sig), _version("onnxmltools")
+        if flavor == "onnx":
+            onnx = require("onnx", "onnx")
+            return onnx.load(str(artifact)), "none (already ONNX)"
+    except (ConfigError, ImportError):
+        raise
+    except Exception as exc:  # converters raise many types for "not supported"
+        raise ConfigError(f"this {flavor} model cannot be converted to ONNX: {exc}; it is "
+                          "still served natively") from exc
+    raise ConfigError(f"no ONNX converter for the '{flavor}' flavor")
+
+
+def _from_sklearn(model: Any, sig: Signature) -> Any:
+    skl2onnx = require("skl2onnx", "onnx")
+    steps = getattr(model, "steps", None)
+    final = steps[-1][1] if steps else model
+    options = {id(final): {"zipmap": False}} if sig.has_proba else None
+    return skl2onnx.convert_sklearn(model, initial_types=_input_types(sig), options=options)
+
+
+def _input_types(sig: Signature) -> list[tuple[str, Any]]:
+    """One ``[None, 1]`` input per column for DataFrame models; one float matrix otherwise."""
+    types = require("skl2onnx.common.data_types", "onnx")
+    if sig.input_kind == "array":
+        return [("input", types.FloatTensorType([None, len(sig.features)]))]
+    kinds = {"string": types.StringTensorType, "int": types.Int64TensorType,
+             "bool": types.BooleanTensorType, "float": types.FloatTensorType}
+    return [(f.name, (types.FloatTensorType if f.dtype == "int" and f.nullable
+                      else kinds[f.dtype])([None, 1])) for f in sig.features]
+
+
+def _from_xgboost(native: Any, sig: Signature) -> Any:
+    import json
+
+    onnxmltools = require("onnxmltools", "onnx")
+    if native.categorical:
+        raise ConfigError("XGBoost models with categorical features cannot be converted to "
+                          "ONNX by onnxmltools; they are still served natively")
+    booster = native.booster.copy()
+    booster.feature_names = None  # the converter expects f0..fN
+    config = json.loads(booster.save_config())
+    if config["learner"]["objective"]["name"] == "multi:softmax":  # labels -> probabilities
+        config["learner"]["objective"]["name"] = "multi:softprob"
+        booster.load_config(json.dumps(config))
+    return onnxmltools.convert_xgboost(booster, initial_types=_matrix(sig))
+
+
+def _from_lightgbm(native: Any, sig: Signature) -> Any:
+    onnxmltools = require("onnxmltools", "onnx")
+    if native.codes:
+        raise ConfigError("LightGBM models with pandas categorical features cannot be "
+                          "converted to ONNX here; they are still served natively")
+    return onnxmltools.convert_lightgbm(native.booster, initial_types=_matrix(sig),
+                                        zipmap=False)
+
+
+def _matrix(sig: Signature) -> list[tuple[str, Any]]:
+    types = require("onnxmltools.convert.common.data_types", "onnx")
+    return [("input", types.FloatTensorType([None, len(sig.features)]))]
+
+
+def _score(path: Path, sig: Signature, batch: Columns) -> Outputs:
+    return load_runtime(path, "onnx", signature=sig).predict(batch)
+
+
+def _parity(expected: Outputs, actual: Outputs, tolerance: float) -> Parity:
+    """Labels must match exactly; probabilities (or regression outputs) within tolerance."""
+    rows = len(expected.predictions)
+    if expected.probabilities is not None:
+        want, got = expected.probabilities, actual.probabilities
+        mismatches = int(np.sum(np.asarray(expected.predictions) != np.asarray(
+            actual.predictions).reshape(np.shape(expected.predictions))))
+    else:
+        want, got = expected.predictions, actual.predictions
+        mismatches = 0
+    if got is None or np.shape(want) != np.shape(got):
+        return Parity(False, rows, float("inf"), mismatches, tolerance)
+    if want.dtype.kind not in "fiub":  # labels of a classifier without probabilities
+        mismatches, diff = int(np.sum(want != got)), 0.0
+    else:
+        diff = float(np.max(np.abs(np.asarray(want, np.float64) - np.asarray(got, np.float64))))
+    passed = mismatches == 0 and diff <= tolerance
+    return Parity(passed, rows, diff, mismatches, tolerance)
+
+
+def _quantize(staged: Path, sig: Signature, batch: Columns, expected: Outputs,
+              tolerance: float) -> QuantizeReport:
+    quantization = require("onnxruntime.quantization", "onnx")
+    target = staged.parent / QUANTIZED
+    quantization.quantize_dynamic(staged, target, weight_type=quantization.QuantType.QInt8)
+    parity = _parity(expected, _score(target, sig, batch), tolerance)
+    return QuantizeReport(QUANTIZED, staged.stat().st_size, target.stat().st_size, parity)
+
+
+def _ops(model: Any) -> set[str]:
+    return {node.op_type for node in model.graph.node}
+
+
+def _opset(model: Any) -> int:
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return f"{dist} {version(dist)}"
+
+
+def _record(report: OptimizeReport) -> dict[str, Any]:
+    """The manifest's ``onnx`` entry."""
+    record: dict[str, Any] = {
+        "artifact": report.artifact, "opset": report.opset, "converter": report.converter,
+        "libraries": library_versions("onnx"), "parity": asdict(report.parity),
+    }
+    if report.quantized is not None:
+        record["quantized"] = {"artifact": report.quantized.artifact,
+                               "parity": asdict(report.quantized.parity)}
+    return record
