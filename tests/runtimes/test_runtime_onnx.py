@@ -87,7 +87,7 @@ def test_given_signature_lacking_a_graph_input_is_refused(onnx_columns: Any) -> 
 def test_not_an_onnx_file_is_a_load_error(tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"\x00not onnx at all")
-    with pytest.raises(ModelLoadError, match="model.onnx"):
+    with pytest.raises(ModelLoadError, match=r"model\.onnx"):
         load_runtime(bad, "onnx")
 
 

@@ -42,6 +42,6 @@ def optimize(
     typer.echo(f"note: {report.note}")
     if not p.passed:
         typer.secho("parity FAILED: the package keeps serving the native model "
-                    "(runtime="onnx" still forces the ONNX one)", err=True, fg=typer.colors.RED)
+                    "(runtime='onnx' still forces the ONNX one)", err=True, fg=typer.colors.RED)
         raise typer.Exit(1)
     typer.secho("parity passed: the package now serves the ONNX model", fg=typer.colors.GREEN)

@@ -49,6 +49,7 @@ class FeedbackRecord:
 
 
 Record = PredictionRecord | FeedbackRecord
+_Insert = Callable[[list[Record]], None]
 
 
 @dataclass(frozen=True)
@@ -105,10 +106,15 @@ class Store:
         from sqlalchemy.dialects.postgresql import JSONB
 
         meta, json = sa.MetaData(), sa.JSON().with_variant(JSONB(), "postgresql")
-        key = [sa.Column("request_id", sa.String(128), primary_key=True)]
-        key.append(sa.Column("row_index", sa.Integer, primary_key=True, autoincrement=False))
+
+        def key() -> list[Any]:
+            return [
+                sa.Column("request_id", sa.String(128), primary_key=True),
+                sa.Column("row_index", sa.Integer, primary_key=True, autoincrement=False),
+            ]
+
         self.predictions = sa.Table(
-            f"{prefix}predictions", meta, *key,
+            f"{prefix}predictions", meta, *key(),
             sa.Column("model", sa.String(200), primary_key=True),
             sa.Column("version", sa.String(100), primary_key=True),
             sa.Column("ts", sa.Float, nullable=False, index=True),
@@ -119,24 +125,26 @@ class Store:
             sa.Column("outputs", json, nullable=False),
         )  # fmt: skip
         self.feedback = sa.Table(
-            f"{prefix}feedback", meta, *[c.copy() for c in key],
+            f"{prefix}feedback", meta, *key(),
             sa.Column("label", json, nullable=False),
             sa.Column("ts", sa.Float, nullable=False),
         )  # fmt: skip
         self.metadata = meta
 
     def _insert(self, table: Any) -> Any:
+        from sqlalchemy.dialects import postgresql, sqlite
+
         if self.url.get_backend_name() == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(table)
+            return postgresql.insert(table)
+        return sqlite.insert(table)
 
     def insert(self, records: list[Record]) -> None:
         """Write records in one transaction; keys already present are left as they are
         (predictions) or updated to the latest label (feedback). Raises SQLAlchemyError."""
         preds = [asdict(r) for r in records if isinstance(r, PredictionRecord)]
-        labels = {(r.request_id, r.row_index): asdict(r) for r in records if not isinstance(r, PredictionRecord)}  # fmt: skip
+        labels = {
+            (r.request_id, r.row_index): asdict(r) for r in records if isinstance(r, FeedbackRecord)
+        }
         if not self._schema_ready:
             self.metadata.create_all(self.engine)
             self._schema_ready = True
@@ -145,11 +153,11 @@ class Store:
                 conn.execute(self._insert(self.predictions).on_conflict_do_nothing(), preds)
             if labels:
                 stmt = self._insert(self.feedback)
-                update = {"label": stmt.excluded.label, "ts": stmt.excluded.ts}
-                conn.execute(
-                    stmt.on_conflict_do_update(index_elements=["request_id", "row_index"], set_=update),
-                    list(labels.values()),
-                )  # fmt: skip
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["request_id", "row_index"],
+                    set_={"label": stmt.excluded.label, "ts": stmt.excluded.ts},
+                )
+                conn.execute(stmt, list(labels.values()))
 
     def realized_accuracy(self, model: str, version: str | None = None) -> RealizedAccuracy:
         """Compare each labeled prediction of ``model`` (and ``version``) with its label."""
@@ -201,7 +209,7 @@ class Spool:
         """Whether this spool or an orphaned one holds records."""
         return os.fstat(self._file.fileno()).st_size > 0 or bool(self._orphans())
 
-    def replay(self, insert: Callable[[list[Record]], None], chunk: int = 500) -> int:
+    def replay(self, insert: _Insert, chunk: int = 500) -> int:
         """Insert every spooled record, then empty the spools. Returns how many were replayed;
         on an insert error the spools stay as they are (replaying again is harmless)."""
         total = 0
@@ -216,7 +224,7 @@ class Spool:
         total += self._replay_file(self._file, insert, chunk)
         return total
 
-    def _replay_file(self, handle: IO[bytes], insert: Callable[[list[Record]], None], chunk: int) -> int:  # fmt: skip
+    def _replay_file(self, handle: IO[bytes], insert: _Insert, chunk: int) -> int:
         handle.seek(0)
         total, batch = 0, []
         for record in self._decode(handle):

@@ -11,7 +11,7 @@ bin. The same for the model's outputs: the predicted class (or value), and the p
 each class (of the positive class only for binary models).
 
 Counting a batch into these bins is :meth:`NumericProfile.bin_index` /
-:meth:`CategoricalProfile.bin_index`: vectorised numpy/pandas, no per-row Python.
+:meth:`CategoricalProfile.bin_index`: vectorised numpy (binary searches), no per-row Python.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from itertools import pairwise
 from typing import Any, Literal
 
 import numpy as np
@@ -80,6 +81,11 @@ class NumericProfile:
     discrete: bool = False
     """One bin per distinct reference value (the column had at most ``bins`` of them)."""
     kind: Literal["numeric"] = "numeric"
+    _cuts: FloatArray = field(default_factory=lambda: np.empty(0), init=False, repr=False,
+                              compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_cuts", np.asarray(self.cuts, dtype=np.float64))
 
     @property
     def n_bins(self) -> int:
@@ -94,7 +100,7 @@ class NumericProfile:
     def bin_index(self, values: npt.NDArray[Any]) -> IntArray:
         """The bin of every value (vectorised)."""
         x = _as_float(values)
-        idx = np.searchsorted(np.asarray(self.cuts, dtype=np.float64), x, side="right") + 1
+        idx = np.searchsorted(self._cuts, x, side="right") + 1
         idx[x < self.low] = 0
         idx[x > self.high] = self.n_bins - 2
         idx[np.isnan(x)] = self.n_bins - 1
@@ -106,7 +112,7 @@ class NumericProfile:
         if self.discrete:
             inner = [_fmt(e) for e in edges[:-1]]
         else:
-            inner = [f"[{_fmt(a)}, {_fmt(b)})" for a, b in zip(edges[:-2], edges[1:-1])]
+            inner = [f"[{_fmt(a)}, {_fmt(b)})" for a, b in pairwise(edges[:-1])]
             inner.append(f"[{_fmt(edges[-2])}, {_fmt(edges[-1])}]")
         return (f"< {_fmt(self.low)}", *inner, f"> {_fmt(self.high)}", "missing")
 
@@ -120,7 +126,7 @@ class CategoricalProfile:
     counts: tuple[int, ...]
     moments: Moments
     kind: Literal["categorical"] = "categorical"
-    _index: list[Any] = field(default_factory=list, init=False, repr=False, compare=False)
+    _cache: list[_Lookup] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def n_bins(self) -> int:
@@ -133,17 +139,21 @@ class CategoricalProfile:
         return (len(self.vocabulary),)
 
     def bin_index(self, values: npt.NDArray[Any]) -> IntArray:
-        """The bin of every value (a hash lookup in C through a pandas Index)."""
-        import pandas as pd
-
-        if not self._index:
-            self._index.append(pd.Index(list(self.vocabulary), dtype=object))
+        """The bin of every value: a binary search in the sorted vocabulary (vectorised)."""
+        if not self._cache:
+            self._cache.append(_Lookup.of(self.vocabulary))
+        look = self._cache[0]
         arr = np.asarray(values)
-        idx: IntArray = self._index[0].get_indexer(arr.astype(object, copy=False))
-        missing = pd.isna(arr)
-        idx[(idx < 0) & ~missing] = len(self.vocabulary)
-        idx[missing] = len(self.vocabulary) + 1
-        return idx
+        missing = _missing(arr)
+        keys: npt.NDArray[Any] = _as_float(arr) if look.numeric else arr.astype(str)
+        other = len(self.vocabulary)
+        if look.keys.size:
+            pos = np.minimum(np.searchsorted(look.keys, keys), look.keys.size - 1)
+            idx = np.where(look.keys[pos] == keys, look.order[pos], other)
+        else:
+            idx = np.full(arr.shape, other, dtype=np.intp)
+        idx[missing] = other + 1
+        return idx.astype(np.intp, copy=False)
 
     def labels(self) -> tuple[str, ...]:
         """A short human label per bin."""
@@ -151,6 +161,36 @@ class CategoricalProfile:
 
 
 FeatureProfile = NumericProfile | CategoricalProfile
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """A vocabulary as sorted keys (numbers, or strings when any category is a string)."""
+
+    keys: npt.NDArray[Any]
+    order: IntArray
+    numeric: bool
+
+    @classmethod
+    def of(cls, vocabulary: tuple[Any, ...]) -> _Lookup:
+        numeric = all(isinstance(v, (bool, int, float)) for v in vocabulary)
+        raw = np.asarray(vocabulary, dtype=np.float64 if numeric else str)
+        order = np.argsort(raw, kind="stable").astype(np.intp)
+        return cls(raw[order], order, numeric)
+
+
+def _missing(arr: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """None or NaN, elementwise in C (``x != x`` only for NaN)."""
+    if arr.dtype.kind != "O":
+        return np.isnan(arr) if arr.dtype.kind == "f" else np.zeros(arr.shape, dtype=bool)
+    try:
+        # elementwise on an object array; only NaN differs from itself
+        found = (arr == None) | (arr != arr)  # noqa: E711, PLR0124
+        return np.asarray(found, dtype=np.bool_)
+    except TypeError:  # pandas.NA and friends refuse to be compared
+        import pandas as pd
+
+        return np.asarray(pd.isna(arr), dtype=np.bool_)
 
 
 @dataclass(frozen=True)
@@ -171,7 +211,7 @@ class ReferenceProfile:
         """The values each output profile bins, taken from one model call's ``outputs``."""
         cols: dict[str, npt.NDArray[Any]] = {}
         proba = outputs.probabilities
-        for prof, src in zip(self.outputs, self.output_sources):
+        for prof, src in zip(self.outputs, self.output_sources, strict=True):
             if src == PREDICTIONS:
                 cols[prof.name] = np.asarray(outputs.predictions)
             elif proba is not None and proba.ndim == 2 and src < proba.shape[1]:
@@ -299,7 +339,7 @@ def _centers(shell: NumericProfile, idx: IntArray, x: FloatArray) -> tuple[float
     sums = np.bincount(idx[inside], weights=x[inside], minlength=n)[:n]
     counts = np.bincount(idx[inside], minlength=n)[:n]
     edges = [shell.low, *shell.cuts, shell.high]
-    mids = [shell.low] + [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])] + [shell.high]
+    mids = [shell.low, *((a + b) / 2 for a, b in pairwise(edges)), shell.high]
     out = [float(sums[i] / counts[i]) if counts[i] else float(mids[i]) for i in range(n)]
     out[0], out[-1] = shell.low, shell.high
     return tuple(out)

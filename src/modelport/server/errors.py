@@ -40,10 +40,12 @@ async def modelport_error(request: Request, exc: Exception) -> Response:
         extra = {"field": exc.field, "row": exc.row}
         if request.url.path.startswith("/v2/") and status == 422:
             status = 400
+    message = exc.message
     if status >= 500 and not isinstance(exc, Overloaded):
-        _log.error("request %s failed: %s", getattr(request.state, "request_id", "-"),
-                   exc.message, exc_info=exc.__cause__ or exc)
-    response = _body(request, status, exc.message, extra)
+        rid = getattr(request.state, "request_id", "-")
+        _log.error("request %s failed: %s", rid, message, exc_info=exc.__cause__ or exc)
+        message = f"{message}; quote request id {rid} when reporting it"
+    response = _body(request, status, message, extra)
     if isinstance(exc, Overloaded):
         response.headers["retry-after"] = str(max(1, round(exc.retry_after)))
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import uvicorn
@@ -27,6 +28,9 @@ class _Server(uvicorn.Server):
         if self._state is not None:
             self._state.shutting_down = True
         super().handle_exit(sig, frame)
+        # uvicorn re-raises a captured signal after draining; SIGTERM is the normal way a
+        # container is stopped, so a drained SIGTERM exits 0 (also as PID 1)
+        self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 def serve(settings: Settings) -> None:

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,18 +103,22 @@ def iter_chunks(
     import pandas as pd
 
     fmt = _FORMATS[path.suffix.lower()]
-    offset = 0
-    frames: Iterator[Any]
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk_rows)
-        frames = (b.to_pandas() for b in batches)
-    elif fmt == "csv":
-        frames = iter(pd.read_csv(path, chunksize=chunk_rows,
-                                  dtype=dict.fromkeys(text_columns, object)))
+        with pq.ParquetFile(path) as pf:
+            yield from _numbered(path, (b.to_pandas() for b in pf.iter_batches(chunk_rows)))
+        return
+    if fmt == "csv":
+        reader = pd.read_csv(path, chunksize=chunk_rows, dtype=dict.fromkeys(text_columns, object))
     else:
-        frames = iter(pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False))
+        reader = pd.read_json(path, lines=True, chunksize=chunk_rows, dtype=False)
+    with reader:
+        yield from _numbered(path, reader)
+
+
+def _numbered(path: Path, frames: Iterable[Any]) -> Iterator[Chunk]:
+    offset = 0
     for frame in frames:
         yield Chunk(path.name, offset, frame)
         offset += len(frame)

@@ -38,6 +38,8 @@ __all__ = ["ARTIFACT", "QUANTIZED", "OptimizeReport", "Parity", "QuantizeReport"
 ARTIFACT = "model.onnx"
 QUANTIZED = "model.int8.onnx"
 _NEURAL_OPS = {"MatMul", "Gemm", "Conv"}
+_SKL_TYPES = "skl2onnx.common.data_types"
+_MLTOOLS_TYPES = "onnxmltools.convert.common.data_types"
 FLOAT32_NOTE = ("float32 conversion can move a probability by a few hundredths on rare rows; "
                 "choose --tolerance to suit (the ONNX artifact is served only when parity passes)")
 
@@ -84,31 +86,56 @@ def optimize(
     if not tolerance >= 0:
         raise ConfigError(f"--tolerance must be 0 or more, got {tolerance}")
     pkg = open_package(root)
+    if pkg.manifest.flavor == "onnx" and not quantize:
+        raise ConfigError(f"package '{pkg.manifest.name}' is already ONNX: nothing to convert "
+                          "(--quantize makes an INT8 copy of a neural network)")
     sig = pkg.signature
     batch = _parity_rows(pkg, sig, data)
     native = load_runtime(pkg.artifact_path, pkg.manifest.flavor, signature=sig)
     expected = native.predict(batch)
-    if pkg.manifest.flavor == "onnx" and not quantize:
-        raise ConfigError(f"package '{pkg.manifest.name}' is already ONNX: nothing to convert "
-                          "(--quantize makes an INT8 copy of a neural network)")
     model, converter = _convert(native, sig, pkg.artifact_path)
     if quantize and not _ops(model) & _NEURAL_OPS:
         raise ConfigError("nothing to quantize: this model has no MatMul/Gemm weights (tree "
                           "ensembles and linear models are already compact); run without "
                           "--quantize")
-    with tempfile.TemporaryDirectory(prefix=".optimize-", dir=root) as tmp:
-        staged = Path(tmp) / ARTIFACT
-        staged.write_bytes(model.SerializeToString())
-        parity = _parity(expected, _score(staged, sig, batch), tolerance)
-        quantized = _quantize(staged, sig, batch, expected, tolerance) if quantize else None
-        if pkg.manifest.flavor != "onnx":
-            os.replace(staged, root / ARTIFACT)
-        if quantized is not None:
-            os.replace(Path(tmp) / QUANTIZED, root / QUANTIZED)
+    parity, quantized = _stage(pkg, model, _Check(sig, batch, expected, tolerance), quantize)
     artifact = pkg.manifest.artifact if pkg.manifest.flavor == "onnx" else ARTIFACT
     report = OptimizeReport(root, artifact, _opset(model), converter, parity, quantized)
     write_manifest(pkg, onnx=_record(report))
     return report
+
+
+@dataclass(frozen=True)
+class _Check:
+    """The rows parity is checked on and what the native model answered for them."""
+
+    signature: Signature
+    batch: Columns
+    expected: Outputs
+    tolerance: float
+
+    def run(self, path: Path) -> Parity:
+        """Parity of the ONNX file at ``path`` with the native answers."""
+        actual = load_runtime(path, "onnx", signature=self.signature).predict(self.batch)
+        return _parity(self.expected, actual, self.tolerance)
+
+
+def _stage(pkg: Package, model: Any, check: _Check,
+           quantize: bool) -> tuple[Parity, QuantizeReport | None]:
+    """Write and check the artifacts beside the package, then move them in (all or nothing)."""
+    root = pkg.root
+    with tempfile.TemporaryDirectory(prefix=".optimize-", dir=root) as tmp:
+        staged = Path(tmp) / ARTIFACT
+        staged.write_bytes(model.SerializeToString())
+        parity = check.run(staged)
+        quantized = _quantize(staged, check) if quantize else None
+        if pkg.manifest.flavor != "onnx":
+            os.replace(staged, root / ARTIFACT)
+        if quantized is not None:
+            os.replace(Path(tmp) / QUANTIZED, root / QUANTIZED)
+        else:
+            (root / QUANTIZED).unlink(missing_ok=True)  # from an earlier run: now unrecorded
+    return parity, quantized
 
 
 def _parity_rows(pkg: Package, sig: Signature, data: Path | None) -> Columns:
@@ -150,18 +177,27 @@ def _convert(native: Any, sig: Signature, artifact: Path) -> tuple[Any, str]:
 
 
 def _from_sklearn(model: Any, sig: Signature) -> Any:
+    """One input per column when a ColumnTransformer routes columns by name; one float
+    matrix (columns in signature order) when the model takes all-numeric columns as a whole."""
     skl2onnx = require("skl2onnx", "onnx")
     steps = getattr(model, "steps", None)
     final = steps[-1][1] if steps else model
     options = {id(final): {"zipmap": False}} if sig.has_proba else None
-    return skl2onnx.convert_sklearn(model, initial_types=_input_types(sig), options=options)
+    numeric = all(f.dtype != "string" for f in sig.features)
+    if sig.input_kind == "dataframe":
+        try:
+            return skl2onnx.convert_sklearn(model, initial_types=_input_types(sig),
+                                            options=options)
+        except RuntimeError:  # "at most 1 input(s) is(are) supported": a whole-matrix model
+            if not numeric:
+                raise
+    return skl2onnx.convert_sklearn(model, initial_types=_matrix(sig, _SKL_TYPES),
+                                    options=options)
 
 
 def _input_types(sig: Signature) -> list[tuple[str, Any]]:
-    """One ``[None, 1]`` input per column for DataFrame models; one float matrix otherwise."""
-    types = require("skl2onnx.common.data_types", "onnx")
-    if sig.input_kind == "array":
-        return [("input", types.FloatTensorType([None, len(sig.features)]))]
+    """One ``[None, 1]`` input per column, typed like the feature."""
+    types = require(_SKL_TYPES, "onnx")
     kinds = {"string": types.StringTensorType, "int": types.Int64TensorType,
              "bool": types.BooleanTensorType, "float": types.FloatTensorType}
     return [(f.name, (types.FloatTensorType if f.dtype == "int" and f.nullable
@@ -169,18 +205,14 @@ def _input_types(sig: Signature) -> list[tuple[str, Any]]:
 
 
 def _from_xgboost(native: Any, sig: Signature) -> Any:
-    import json
-
     onnxmltools = require("onnxmltools", "onnx")
     if native.categorical:
         raise ConfigError("XGBoost models with categorical features cannot be converted to "
                           "ONNX by onnxmltools; they are still served natively")
     booster = native.booster.copy()
     booster.feature_names = None  # the converter expects f0..fN
-    config = json.loads(booster.save_config())
-    if config["learner"]["objective"]["name"] == "multi:softmax":  # labels -> probabilities
-        config["learner"]["objective"]["name"] = "multi:softprob"
-        booster.load_config(json.dumps(config))
+    if native.kind == "multi_margin":  # multi:softmax: the graph should give probabilities
+        booster.set_param({"objective": "multi:softprob"})
     return onnxmltools.convert_xgboost(booster, initial_types=_matrix(sig))
 
 
@@ -193,13 +225,10 @@ def _from_lightgbm(native: Any, sig: Signature) -> Any:
                                         zipmap=False)
 
 
-def _matrix(sig: Signature) -> list[tuple[str, Any]]:
-    types = require("onnxmltools.convert.common.data_types", "onnx")
+def _matrix(sig: Signature, module: str = _MLTOOLS_TYPES) -> list[tuple[str, Any]]:
+    """One float32 matrix input, the features as its columns in signature order."""
+    types = require(module, "onnx")
     return [("input", types.FloatTensorType([None, len(sig.features)]))]
-
-
-def _score(path: Path, sig: Signature, batch: Columns) -> Outputs:
-    return load_runtime(path, "onnx", signature=sig).predict(batch)
 
 
 def _parity(expected: Outputs, actual: Outputs, tolerance: float) -> Parity:
@@ -222,13 +251,12 @@ def _parity(expected: Outputs, actual: Outputs, tolerance: float) -> Parity:
     return Parity(passed, rows, diff, mismatches, tolerance)
 
 
-def _quantize(staged: Path, sig: Signature, batch: Columns, expected: Outputs,
-              tolerance: float) -> QuantizeReport:
+def _quantize(staged: Path, check: _Check) -> QuantizeReport:
     quantization = require("onnxruntime.quantization", "onnx")
     target = staged.parent / QUANTIZED
     quantization.quantize_dynamic(staged, target, weight_type=quantization.QuantType.QInt8)
-    parity = _parity(expected, _score(target, sig, batch), tolerance)
-    return QuantizeReport(QUANTIZED, staged.stat().st_size, target.stat().st_size, parity)
+    return QuantizeReport(QUANTIZED, staged.stat().st_size, target.stat().st_size,
+                          check.run(target))
 
 
 def _ops(model: Any) -> set[str]:

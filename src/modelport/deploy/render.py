@@ -1,0 +1,192 @@
+"""Render a deployable bundle as text: ``{relative path: file contents}``.
+
+Templates are files under ``deploy/templates/`` (Jinja2, strict: a missing variable is an
+error). Nothing here writes a file or runs a process; the CLI writes what this returns, copies
+the model package to ``model/`` and the modelport wheel to ``wheels/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from modelport.deploy.options import BuildOptions, dns_name
+from modelport.deploy.requirements import requirements_txt, serving_pins
+from modelport.deploy.sizing import MIB, Resources
+from modelport.package import Package
+
+__all__ = ["MODEL_DIR", "Bundle", "canary_split", "monitoring_assets", "render_bundle"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+ASSETS = Path(__file__).parents[1] / "monitoring" / "assets"
+MODEL_DIR = "model"
+"""Where the CLI copies the package inside the bundle (the image bakes it in from there)."""
+
+_K8S_BASE = ("kustomization.yaml", "deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
+_K8S_OVERLAYS = {
+    "canary": ("kustomization.yaml", "deployment-canary.yaml"),
+    "blue-green": ("kustomization.yaml", "deployment-green.yaml"),
+}
+_SERVERLESS = {
+    "knative": ("knative/service.yaml", "knative.yaml.j2"),
+    "azure-containerapps": ("azure/containerapp.yaml", "azure-containerapp.yaml.j2"),
+    "cloud-run": ("cloudrun/service.yaml", "cloudrun.yaml.j2"),
+}
+# Azure Container Apps consumption sizes: (vCPU, memory GiB)
+_ACA_SIZES = tuple((0.25 * i, 0.5 * i) for i in range(1, 9))
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The rendered text files of a bundle, by path relative to its root."""
+
+    files: Mapping[str, str]
+    image: str
+    """Image reference the manifests use (``repository:version``)."""
+
+
+def monitoring_assets(root: Path = ASSETS) -> dict[str, str]:
+    """Prometheus alert rules and the Grafana dashboard shipped with modelport, when present:
+    ``{"alerts.yml": text, "dashboard.json": text}``."""
+    names = ("alerts.yml", "dashboard.json")
+    return {n: (root / n).read_text(encoding="utf-8") for n in names if (root / n).is_file()}
+
+
+def render_bundle(
+    package: Package,
+    options: BuildOptions,
+    resources: Resources,
+    *,
+    assets: Mapping[str, str] | None = None,
+    serving: Mapping[str, str] | None = None,
+    modelport_version: str = "",
+) -> Bundle:
+    """Every text file of the bundle for ``package``. ``assets`` default to
+    :func:`monitoring_assets`; ``serving`` (pinned serving stack) to :func:`serving_pins`;
+    ``modelport_version`` pins modelport itself when ``options.wheel`` is empty."""
+    assets = monitoring_assets() if assets is None else assets
+    ctx = _context(package, options, resources, assets)
+    pins = serving_pins() if serving is None else serving
+    files: dict[str, str] = {
+        "Dockerfile": _render("Dockerfile.j2", ctx),
+        ".dockerignore": _render("dockerignore.j2", ctx),
+        "requirements.txt": requirements_txt(
+            package.manifest.libraries, pins,
+            modelport_pin=None if options.wheel else (modelport_version or None)),
+        "docker-compose.yml": _render("docker-compose.yml.j2", ctx),
+        "monitoring/prometheus.yml": _render("prometheus.yml.j2", ctx),
+        "monitoring/grafana/provisioning/datasources/prometheus.yml":
+            _render("grafana-datasource.yml.j2", ctx),
+        f".github/workflows/deploy-{ctx['app']}.yml": _render("workflow.yml.j2", ctx),
+        "smoke-request.json": json.dumps({"features": ctx["example"]}, indent=2) + "\n",
+        "README.md": _render("README.md.j2", ctx),
+    }
+    files.update(_monitoring_files(assets, ctx))
+    if options.model_url:
+        files["fetch_model.py"] = (TEMPLATES / "fetch_model.py").read_text(encoding="utf-8")
+    if "kubernetes" in options.targets:
+        files.update(_kubernetes_files(ctx))
+    for target, (path, template) in _SERVERLESS.items():
+        if target in options.targets:
+            files[path] = _render(template, ctx)
+    return Bundle(files, ctx["image_ref"])
+
+
+def _monitoring_files(assets: Mapping[str, str], ctx: Mapping[str, Any]) -> dict[str, str]:
+    files: dict[str, str] = {}
+    if "alerts.yml" in assets:
+        files["monitoring/alerts.yml"] = assets["alerts.yml"]
+    if "dashboard.json" in assets:
+        files["monitoring/grafana/dashboards/modelport.json"] = assets["dashboard.json"]
+        files["monitoring/grafana/provisioning/dashboards/modelport.yml"] = _render(
+            "grafana-dashboards.yml.j2", ctx)
+    return files
+
+
+def _kubernetes_files(ctx: Mapping[str, Any]) -> dict[str, str]:
+    files = {f"k8s/base/{n}": _render(f"k8s/base/{n}.j2", ctx) for n in _K8S_BASE}
+    for overlay, names in _K8S_OVERLAYS.items():
+        for n in names:
+            files[f"k8s/overlays/{overlay}/{n}"] = _render(f"k8s/{overlay}/{n}.j2", ctx)
+    return files
+
+
+def _context(package: Package, options: BuildOptions, resources: Resources,
+             assets: Mapping[str, str]) -> dict[str, Any]:
+    m = package.manifest
+    app = dns_name(m.name)
+    image = options.image_name(m.name)
+    golden = package.golden()
+    example = golden["inputs"][0] if golden and golden.get("inputs") else \
+        package.signature.example_record()
+    canary, stable = canary_split(options.replicas, options.canary_weight)
+    return {
+        "name": m.name, "app": app, "version": m.version, "flavor": m.flavor,
+        "task": package.signature.task, "python": ".".join(m.python.split(".")[:2]),
+        "image": image, "registry": registry_of(image), "image_ref": f"{image}:{m.version}", "base_image": options.base(m.python),
+        "port": options.port, "model_path": f"/models/{app}", "model_dir": MODEL_DIR,
+        "options": options, "resources": resources, "aca": _aca_size(resources),
+        "cloud_run": {"cpu": "1", "memory": _mi_at_least(resources.memory_limit, 512)},
+        "wheel": options.wheel, "replicas": options.replicas,
+        "canary": {"replicas": canary, "stable": stable, "weight": options.canary_weight},
+        "active": options.active_slot, "inactive": "green" if options.active_slot == "blue"
+        else "blue", "alerts": "alerts.yml" in assets, "dashboard": "dashboard.json" in assets,
+        "example": example, "workdir": options.ci_workdir,
+        "validate_args": shlex.join([MODEL_DIR, *options.validate_args]),
+        "memory_limit_bytes": _bytes(resources.memory_limit),
+    }
+
+
+def registry_of(image: str) -> str:
+    """The registry host of an image repository, or ``""`` for the default registry."""
+    first, _, rest = image.partition("/")
+    return first if rest and ("." in first or ":" in first or first == "localhost") else ""
+
+
+def canary_split(replicas: int, weight: int) -> tuple[int, int]:
+    """(canary, stable) replicas whose ratio is exactly ``weight`` percent, with at least
+    ``replicas`` in all (traffic splits by replica count behind one Service)."""
+    start = max(replicas, 2)
+    total = next(n for n in range(start, start + 100) if n * weight % 100 == 0)
+    return total * weight // 100, total - total * weight // 100
+
+
+def _aca_size(resources: Resources) -> dict[str, Any]:
+    need = _bytes(resources.memory_limit) / (1024 * MIB)
+    cpu, mem = next((s for s in _ACA_SIZES if s[1] >= need), _ACA_SIZES[-1])
+    return {"cpu": cpu, "memory": f"{mem}Gi"}
+
+
+def _mi_at_least(quantity: str, floor_mi: int) -> str:
+    return f"{max(_bytes(quantity) // MIB, floor_mi)}Mi"
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Mi": MIB, "Gi": 1024 * MIB}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return math.ceil(float(quantity[: -len(suffix)]) * factor)
+    return int(quantity)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["q"] = lambda value: json.dumps(value)
+    env.globals["gh"] = lambda expr: "${{ " + expr + " }}"  # a GitHub Actions expression
+    return env
+
+
+def _render(template: str, ctx: Mapping[str, Any]) -> str:
+    text: str = _environment().get_template(template).render(**ctx)
+    return text

@@ -1,0 +1,175 @@
+"""Request metrics, ``GET /metrics`` and ``POST /feedback`` for a modelport FastAPI app.
+
+:func:`install_observability` adds a pure ASGI middleware that counts every HTTP request by its
+route *template* (``/models/{name}/predict``, never the raw URL, so label cardinality stays
+bounded), its status and its model/version, times it and tracks requests in flight. A handler
+names the model and version it served with :func:`tag_request`; otherwise the path parameters
+``name``/``model_name`` and ``version``/``model_version`` are used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelport.monitoring.metrics import Metrics
+from modelport.monitoring.predlog import PredictionLog
+
+__all__ = ["Feedback", "ObservabilityMiddleware", "install_observability", "tag_request"]
+
+UNMATCHED = "unmatched"
+"""Route label of requests no route matched (404s on made-up paths)."""
+
+OnRequest = Callable[[str, str, int, float], None]
+"""``(model, version, status, seconds)`` after each request, e.g. ``WebhookAlerter.observe``."""
+
+_MODEL_KEYS = ("modelport_model", "name", "model_name")
+_VERSION_KEYS = ("modelport_version", "version", "model_version")
+
+
+def tag_request(request: Request, model: str, version: str) -> None:
+    """Record which model version answered this request (for the request metrics' labels)."""
+    request.state.modelport_model = model
+    request.state.modelport_version = version
+
+
+class Feedback(BaseModel):
+    """The body of ``POST /feedback``: the true label of a row of an earlier request."""
+
+    request_id: Annotated[str, Field(min_length=1, max_length=128)]
+    """The ``request_id`` the prediction response carried (header ``x-request-id``)."""
+    label: StrictBool | StrictInt | StrictFloat | StrictStr
+    """The true label (a class label or a numeric target)."""
+    row: Annotated[int, Field(ge=0)] = 0
+    """Which row of the request the label belongs to."""
+
+
+class ObservabilityMiddleware:
+    """Counts, times and tracks in-flight HTTP requests per route template."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        routes: Callable[[], list[BaseRoute]],
+        exclude: frozenset[str] = frozenset(),
+        on_request: OnRequest | None = None,
+    ) -> None:
+        self.app, self.metrics, self._routes = app, metrics, routes
+        self._exclude, self._on_request = exclude, on_request
+        self._templates: dict[tuple[str, str, str], str] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = self._template(scope)
+        if route in self._exclude:
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what an exception escaping the app turns into
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        self.metrics.request_started(route)
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.request_finished(route)
+            self._observe(scope, route, status, time.perf_counter() - start)
+
+    def _observe(self, scope: Scope, route: str, status: int, seconds: float) -> None:
+        model, version = _model_version(scope)
+        self.metrics.observe_request(model, version, route, status, seconds)
+        if self._on_request is not None:
+            self._on_request(*self.metrics.labels_for(model, version), status, seconds)
+
+    def _template(self, scope: Scope) -> str:
+        key = (scope["method"], scope.get("root_path", ""), scope["path"])
+        found = self._templates.get(key)
+        if found is None:
+            found = self._match(scope)
+            if len(self._templates) >= 4096:  # made-up paths must not grow memory
+                self._templates.clear()
+            self._templates[key] = found
+        return found
+
+    def _match(self, scope: Scope) -> str:
+        partial = None
+        for route in self._routes():
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return str(getattr(route, "path", UNMATCHED))
+            if match == Match.PARTIAL and partial is None:  # path matched, method did not
+                partial = str(getattr(route, "path", UNMATCHED))
+        return partial or UNMATCHED
+
+
+def _model_version(scope: Scope) -> tuple[str, str]:
+    state: dict[str, Any] = scope.get("state") or {}
+    params: dict[str, Any] = scope.get("path_params") or {}
+    model = next((str(d[k]) for k in _MODEL_KEYS for d in (state, params) if k in d), "")
+    version = next((str(d[k]) for k in _VERSION_KEYS for d in (state, params) if k in d), "")
+    return model, version
+
+
+def install_observability(
+    app: FastAPI,
+    *,
+    metrics: Metrics,
+    predlog: PredictionLog | None = None,
+    on_request: OnRequest | None = None,
+    metrics_path: str = "/metrics",
+    feedback_path: str = "/feedback",
+) -> None:
+    """Add the request-metrics middleware, ``GET /metrics`` and (with a prediction log)
+    ``POST /feedback`` to ``app``. Call before the app starts serving."""
+
+    def get_metrics() -> Response:  # sync: FastAPI runs it in a thread (multiprocess file reads)
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    app.add_api_route(
+        metrics_path, get_metrics, methods=["GET"], include_in_schema=False, tags=["monitoring"]
+    )
+    if predlog is not None:
+        _add_feedback(app, predlog, feedback_path)
+    app.add_middleware(
+        ObservabilityMiddleware,
+        metrics=metrics,
+        routes=lambda: app.router.routes,
+        exclude=frozenset({metrics_path}),
+        on_request=on_request,
+    )
+
+
+def _add_feedback(app: FastAPI, predlog: PredictionLog, path: str) -> None:
+    async def post_feedback(feedback: Feedback) -> JSONResponse:
+        """Store the true label of an earlier prediction (joined later for realized accuracy).
+        Labels for unknown request ids are stored too: the prediction may still be queued."""
+        if not predlog.record_feedback(feedback.request_id, feedback.label, row=feedback.row):
+            return JSONResponse(
+                {"error": "the prediction log queue is full; retry later"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        return JSONResponse({"accepted": True, "request_id": feedback.request_id}, 202)
+
+    app.add_api_route(
+        path, post_feedback, methods=["POST"], status_code=202, tags=["monitoring"],
+        summary="Report the true label of a prediction",
+    )  # fmt: skip
