@@ -97,3 +97,33 @@ def test_missing_onnx_libraries_name_the_pip_line(module: str, onnx_numeric: Any
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingExtra, match=r"pip install 'modelport\[onnx\]'"):
         load_runtime(onnx_numeric.path, "onnx")
+
+
+def _softmax_net(path: Path) -> Path:
+    """A one-layer network whose only output is a softmax over two classes."""
+    from onnx import TensorProto, helper, save
+
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1.0, -1.0, -1.0, 1.0])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["proba"], axis=1)],
+        "net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("proba", TensorProto.FLOAT, [None, 2])], [weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    save(model, str(path))
+    return path
+
+
+def test_network_without_signature_returns_its_output_as_is(tmp_path: Path) -> None:
+    rt = load_runtime(_softmax_net(tmp_path / "net.onnx"), "onnx")
+    out = rt.predict(rt.signature.from_rows([[2.0, 0.0]]))
+    assert rt.signature.task == "regression" and out.predictions.shape == (1, 2)
+
+
+def test_network_softmax_output_becomes_probabilities_with_given_classes(tmp_path: Path) -> None:
+    sig = Signature((Feature("a"), Feature("b")), "dataframe", "classification", ("cat", "dog"),
+                    has_proba=True)
+    rt = load_runtime(_softmax_net(tmp_path / "net.onnx"), "onnx", signature=sig)
+    out = rt.predict(sig.from_rows([[2.0, 0.0], [0.0, 3.0]]))
+    assert list(out.predictions) == ["cat", "dog"]
+    np.testing.assert_allclose(out.probabilities[0], [0.98201376, 0.01798621], rtol=1e-5)  # type: ignore[index]

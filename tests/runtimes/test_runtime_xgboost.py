@@ -79,3 +79,17 @@ def test_missing_xgboost_names_the_pip_line(xgb_binary: Any,
     monkeypatch.setitem(sys.modules, "xgboost", None)
     with pytest.raises(MissingExtra, match=r"pip install 'modelport\[xgboost\]'"):
         load_runtime(xgb_binary.path, "xgboost")
+
+
+def test_hinge_classifier_gives_labels_without_probabilities(
+    tabular: Any, tmp_path: Path, records: Any
+) -> None:
+    import xgboost as xgb
+
+    x = tabular[["x0", "x1", "x2", "x3"]]
+    model = xgb.XGBClassifier(n_estimators=4, objective="binary:hinge").fit(x, tabular["binary"])
+    model.save_model(tmp_path / "hinge.json")
+    rt = load_runtime(tmp_path / "hinge.json", "xgboost")
+    out = rt.predict(rt.signature.from_records(records(x)))
+    assert (rt.signature.has_proba, out.probabilities) == (False, None)
+    np.testing.assert_array_equal(out.predictions, model.predict(x))

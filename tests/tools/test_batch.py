@@ -60,8 +60,8 @@ BAD = [
 
 @pytest.mark.parametrize(("field", "value", "message"), BAD, ids=[b[2][:20] for b in BAD])
 def test_a_bad_row_goes_to_rejects_with_its_reason_and_the_rest_is_scored(
-        heart_package: Path, frame: pd.DataFrame, tmp_path: Path, field: str, value: object,
-        message: str) -> None:
+        heart_package: Path, frame: pd.DataFrame, tmp_path: Path, *, field: str,
+        value: object, message: str) -> None:
     df = frame.astype({field: object})
     df.loc[7, field] = value
     src = _write(df, tmp_path / "in.jsonl")
@@ -136,7 +136,7 @@ def test_no_matching_input_is_a_clear_error(heart_package: Path, tmp_path: Path)
 
 def test_predict_command_reports_counts(
         heart_package: Path, frame: pd.DataFrame, tmp_path: Path) -> None:
-    df = frame.astype({"age": object})
+    df = frame.astype({"age": str})
     df.loc[0, "age"] = "n/a"
     src = _write(df, tmp_path / "in.parquet")
     out = tmp_path / "preds.parquet"

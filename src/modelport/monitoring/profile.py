@@ -426,4 +426,4 @@ def _sort_key(value: Any) -> tuple[str, Any]:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.4g}"
+    return f"{value:,.0f}" if 1e4 <= abs(value) < 1e12 else f"{value:.4g}"
