@@ -41,14 +41,14 @@ def test_tampered_artifact_is_refused(heart_package: Path, tmp_path: Path) -> No
     copy = Path(shutil.copytree(heart_package, tmp_path / "heart"))
     with (copy / "model.joblib").open("ab") as fh:
         fh.write(b"\0")
-    with pytest.raises(IntegrityError, match="model.joblib.*changed after packing"):
+    with pytest.raises(IntegrityError, match=r"model\.joblib.*changed after packing"):
         load_model(copy)
 
 
 def test_missing_listed_file_is_refused(heart_package: Path, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(heart_package, tmp_path / "heart"))
     (copy / "golden.json").unlink()
-    with pytest.raises(IntegrityError, match="golden.json"):
+    with pytest.raises(IntegrityError, match=r"golden\.json"):
         open_package(copy)
 
 

@@ -12,6 +12,7 @@ The model is any callable ``Columns -> Outputs``; metrics plug in through ``on_b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -99,10 +100,8 @@ class MicroBatcher:
             await asyncio.sleep(0.005)
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
             self._worker = None
         self._executor.shutdown(wait=True)
 

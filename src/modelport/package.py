@@ -190,7 +190,7 @@ def pack(
         extra: dict[str, str | None] = {"golden": None, "reference": None}
         if frame is not None:
             extra["golden"] = _write_golden(staging, runtime, frame)
-        manifest = _manifest(name, version, flavor, artifact, sig, staging, extra)
+        manifest = _manifest(name, version, flavor, artifact, sig=sig, root=staging, extra=extra)
         (staging / MANIFEST).write_text(yaml.safe_dump(manifest.model_dump(exclude_none=True),
                                                        sort_keys=False), encoding="utf-8")
         if out.exists():
@@ -215,7 +215,7 @@ def write_manifest(package: Package, **changes: Any) -> Package:
     return open_package(package.root)
 
 
-def _manifest(name: str, version: str, flavor: str, artifact: str, sig: Signature,
+def _manifest(name: str, version: str, flavor: str, artifact: str, *, sig: Signature,
               root: Path, extra: dict[str, str | None]) -> Manifest:
     files = {p.name: file_sha256(p) for p in sorted(root.iterdir()) if p.is_file()}
     try:
@@ -283,7 +283,7 @@ def _refined(feat: Feature, col: Any) -> Feature:
             else nonnull.median()
         example = example.item() if hasattr(example, "item") else example
         if dtype == "int":
-            example = int(round(example))
+            example = round(example)
     nullable = feat.nullable or bool(col.isna().any())
     return Feature(feat.name, dtype, feat.categories, nullable, example)
 

@@ -174,8 +174,8 @@ class Signature:
             if len(row) != width:
                 raise InvalidInput(f"expected {width} values (one per feature: "
                                    f"{', '.join(self.names)}), got {len(row)}", row=i)
-        raw = dict(zip(self.names, (list(c) for c in zip(*rows)))) if rows else {
-            n: [] for n in self.names}
+        columns = (list(c) for c in zip(*rows, strict=True))
+        raw = dict(zip(self.names, columns, strict=True)) if rows else {n: [] for n in self.names}
         return self._typed(raw, len(rows), unseen)
 
     def from_columns(
@@ -285,8 +285,8 @@ def _numeric_column(feat: Feature, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
         if col.dtype.kind == "f":
             frac = np.isfinite(col) & (col != np.round(col))
             if frac.any():
-                i = int(np.flatnonzero(frac)[0])
-                raise InvalidInput(f"expected an integer, got {col[i]}", field=feat.name, row=i)
+                j = int(np.flatnonzero(frac)[0])
+                raise InvalidInput(f"expected an integer, got {col[j]}", field=feat.name, row=j)
             if not feat.nullable:
                 col = col.astype(np.int64)
         else:

@@ -63,7 +63,7 @@ class Outputs:
         first = parts[0]
         proba = None
         if first.probabilities is not None:
-            proba = np.concatenate([p.probabilities for p in parts])  # type: ignore[misc]
+            proba = np.concatenate([p.probabilities for p in parts if p.probabilities is not None])
         return Outputs(np.concatenate([p.predictions for p in parts]), proba, first.classes)
 
 
@@ -72,7 +72,7 @@ class PredictionEvent:
     """One answered prediction request, as the server hands it to monitoring callbacks.
 
     Callbacks (``Callable[[PredictionEvent], None]``) run on the event loop right after the
-    response is computed: they must be O(rows × features) and never block (queue I/O instead).
+    response is computed: they must be O(rows x features) and never block (queue I/O instead).
     """
 
     request_id: str

@@ -165,7 +165,7 @@ def test_feedback_is_accepted_with_202_and_stored(
         stored = conn.execute(
             sa.text("SELECT request_id, row_index, label FROM modelport_feedback")
         )
-        assert [(r[0], r[1], json.loads(r[2])) for r in stored] == [("never-seen", 2, 1)]
+        assert [(r[0], r[1], json.loads(str(r[2]))) for r in stored] == [("never-seen", 2, 1)]
     engine.dispose()
 
 

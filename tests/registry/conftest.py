@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from regworkers import make_package
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from modelport.registry import Registry
+from tests.registry.regworkers import make_package
 
 PG_URL = os.environ.get("MODELPORT_TEST_PG_URL",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -7,9 +7,9 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
-from regworkers import push_and_move
 
 from modelport.registry import Registry
+from tests.registry.regworkers import push_and_move
 
 WORKERS = 4
 ROUNDS = 3

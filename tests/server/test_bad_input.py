@@ -56,7 +56,7 @@ def test_bad_records_are_422_naming_the_problem(client: TestClient, records: Rec
 
 ROW_CASES = [
     ("short row", lambda row: [row[:-1]], ["row 0", "expected 13 values", "got 12"]),
-    ("long row", lambda row: [row + [1]], ["expected 13 values", "got 14"]),
+    ("long row", lambda row: [[*row, 1]], ["expected 13 values", "got 14"]),
     ("row is a number", lambda row: [3], ["row 0", "expected a list"]),
     ("string in a row", lambda row: [["x", *row[1:]]], ["age", "expected a number"]),
 ]

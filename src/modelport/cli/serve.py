@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -15,21 +15,21 @@ def serve(
     targets: Annotated[list[str], typer.Argument(
         help="Model files, package directories, model-settings.json, config .yaml files or "
              "registry references (heart@production, heart:1.2.0).", show_default=False)],
-    host: Annotated[Optional[str], typer.Option(help="Interface to bind.")] = None,
-    port: Annotated[Optional[int], typer.Option(help="TCP port.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
-    max_batch_size: Annotated[Optional[int], typer.Option(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(
         help="Most rows merged into one model call.")] = None,
-    max_batch_wait_ms: Annotated[Optional[float], typer.Option(
+    max_batch_wait_ms: Annotated[float | None, typer.Option(
         help="Longest wait for a batch to fill (only under load).")] = None,
-    runtime: Annotated[Optional[str], typer.Option(
+    runtime: Annotated[str | None, typer.Option(
         help="auto (ONNX when parity was proven), native or onnx.")] = None,
-    unseen_categories: Annotated[Optional[str], typer.Option(
+    unseen_categories: Annotated[str | None, typer.Option(
         "--unseen", help="reject (422) or pass unseen categories to the encoder.")] = None,
-    api_keys_file: Annotated[Optional[Path], typer.Option(
+    api_keys_file: Annotated[Path | None, typer.Option(
         help="File with one API key per line; also MODELPORT_API_KEYS=k1,k2.")] = None,
-    max_body_bytes: Annotated[Optional[int], typer.Option(help="Largest request body.")] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning.")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning.")] = None,
 ) -> None:
     """Serve models over REST: native /predict, V2 (Open Inference Protocol) and V1."""
     from modelport.config import Settings
@@ -52,12 +52,12 @@ def pack(
     model: Annotated[Path, typer.Argument(help="The trained model file.", show_default=False)],
     name: Annotated[str, typer.Option(help="Model name.")],
     version: Annotated[str, typer.Option(help="Semantic version.")] = "1.0.0",
-    reference: Annotated[Optional[Path], typer.Option(
+    reference: Annotated[Path | None, typer.Option(
         help="Training-like data (CSV/Parquet): feature types, examples, golden rows, "
              "reference profile.")] = None,
-    target: Annotated[Optional[str], typer.Option(
+    target: Annotated[str | None, typer.Option(
         help="Label column of the reference data (dropped from the features).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Package directory to write.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Package directory to write.")] = None,
 ) -> None:
     """Write a model package: artifact, modelport.yaml (signature, versions, sha256s)."""
     from modelport.package import pack as make

@@ -152,6 +152,10 @@ class RequestWindow:
         return total[0], total[1] / total[0], _quantile(total[2:], 0.99)
 
 
+def _seconds(value: float) -> str:
+    return f"> {LATENCY_BUCKETS[-1]:g} s" if math.isinf(value) else f"{value:g} s"
+
+
 def _bucket(seconds: float) -> int:
     for i, bound in enumerate(LATENCY_BUCKETS):
         if seconds <= bound:
@@ -270,7 +274,7 @@ class WebhookAlerter:
         out = []
         for name, value, limit, what in (
             ("error_rate", error_rate, r.error_rate, f"error rate {error_rate:.1%}"),
-            ("latency_p99", p99, r.p99_latency_s, f"p99 latency {p99:g} s"),
+            ("latency_p99", p99, r.p99_latency_s, f"p99 latency {_seconds(p99)}"),
         ):
             state = "firing" if value > limit else "resolved"
             text = f"[modelport] {name} {state.upper()} on {who}: {what} (threshold {limit:g})"

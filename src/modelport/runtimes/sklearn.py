@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from modelport.runtimes import require
-from modelport.signature import Feature, Signature
+from modelport.signature import Feature, FeatureType, Signature
 from modelport.types import Columns, Outputs
 
 __all__ = ["SklearnRuntime", "infer_signature", "load"]
@@ -81,7 +81,7 @@ def infer_signature(model: Any) -> Signature:
     nullable = _tolerates_nan(model)
     if names is not None:
         features = tuple(_feature(str(n), kinds, nullable) for n in names)
-        kind = "dataframe"
+        kind: Literal["dataframe", "array"] = "dataframe"
     else:
         n = int(getattr(model, "n_features_in_", 0))
         features = tuple(Feature(f"f{i}", "float", nullable=nullable) for i in range(n))
@@ -112,12 +112,12 @@ def _column_kinds(model: Any) -> dict[str, Feature]:
             cats = _categories(trans)
             if cats is None or not isinstance(cols, (list, tuple, np.ndarray)):
                 continue
-            for col, values in zip(cols, cats):
+            for col, values in zip(cols, cats, strict=False):
                 if not isinstance(col, str):
                     continue
                 vals = tuple(v.item() if hasattr(v, "item") else v for v in values
                              if not (isinstance(v, float) and np.isnan(v)))
-                dtype = "string" if any(isinstance(v, str) for v in vals) else (
+                dtype: FeatureType = "string" if any(isinstance(v, str) for v in vals) else (
                     "int" if all(isinstance(v, (int, np.integer)) for v in vals) else "float")
                 out[col] = Feature(col, dtype, vals, example=vals[0] if vals else None)
     return out

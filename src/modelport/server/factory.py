@@ -57,7 +57,7 @@ def _from_config(path: Path, settings: Settings) -> list[LoadedModel]:
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or "path" not in entry:
             raise ConfigError(f"'{path}': models[{i}] needs a 'path'")
-        target = str((path.parent / str(entry["path"])))
+        target = str(path.parent / str(entry["path"]))
         out.append(_load_one(target, settings, entry.get("name")))
     return out
 

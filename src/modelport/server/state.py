@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-
 from starlette.requests import Request
 
 from modelport.config import Settings
