@@ -19,7 +19,8 @@ def test_pack_records_name_version_flavor_libraries_signature_and_hashes(
     assert (manifest["name"], manifest["version"], manifest["flavor"]) == ("heart", "1.0.0",
                                                                            "sklearn")
     assert "scikit-learn" in manifest["libraries"]
-    assert set(manifest["files"]) == {"model.joblib", "golden.json"}
+    assert set(manifest["files"]) == {"model.joblib", "golden.json", "reference.json"}
+    assert manifest["reference"] == "reference.json"
     assert all(len(h) == 64 for h in manifest["files"].values())
     names = [f["name"] for f in manifest["signature"]["features"]]
     assert names[:3] == ["age", "sex", "cp"] and len(names) == 13

@@ -35,7 +35,7 @@ def test_quickstart_curl_commands_answer_as_documented(heart_package: Path) -> N
     finally:
         stop(proc)
     ready, native, v1, v2, bad = answers
-    assert ready == (200, {"status": "ready", "models": {"heart:1.0.0": True}})
+    assert ready == (200, {"status": "ready", "models": {"heart:1.0.0": True}, "in_flight": 0})
     assert native[0] == 200 and native[1]["classes"] == [0, 1]
     assert v1 == (200, {"predictions": native[1]["predictions"]})
     assert v2[0] == 200 and v2[1]["outputs"][0]["data"] == native[1]["predictions"]

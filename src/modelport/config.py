@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     registry_store: Path = Path(".modelport/artifacts")
     """Directory of the content-addressed artifact store."""
 
+    registry_poll_s: float = 2.0
+    """How often a server serving ``name@alias`` checks whether the alias moved."""
+
+    swap_grace_s: float = 10.0
+    """After a switch, how long the old version keeps answering requests already routed to it."""
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:

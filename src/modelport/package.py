@@ -190,6 +190,7 @@ def pack(
         extra: dict[str, str | None] = {"golden": None, "reference": None}
         if frame is not None:
             extra["golden"] = _write_golden(staging, runtime, frame)
+            extra["reference"] = _write_reference(staging, runtime, frame)
         manifest = _manifest(name, version, flavor, artifact, sig=sig, root=staging, extra=extra)
         (staging / MANIFEST).write_text(yaml.safe_dump(manifest.model_dump(exclude_none=True),
                                                        sort_keys=False), encoding="utf-8")
@@ -242,6 +243,18 @@ def _write_golden(root: Path, runtime: Runtime, frame: Any) -> str:
     }
     (root / "golden.json").write_text(json.dumps(golden), encoding="utf-8")
     return "golden.json"
+
+
+def _write_reference(root: Path, runtime: Runtime, frame: Any) -> str:
+    """The reference profile drift monitoring compares live traffic with."""
+    from modelport.monitoring.profile import build_profile
+
+    sig = runtime.signature
+    cols = {n: frame[n].to_numpy() for n in sig.names}
+    outputs = runtime.predict(sig.from_columns(cols, unseen="pass"))
+    profile = build_profile(frame, sig, outputs)
+    (root / "reference.json").write_text(profile.to_json(), encoding="utf-8")
+    return "reference.json"
 
 
 def read_table(path: Path) -> Any:

@@ -24,6 +24,7 @@ class Columns:
 
     def take(self, start: int, stop: int) -> Columns:
         """The rows ``start:stop`` as a new batch (views, no copies)."""
+        stop = min(stop, self.n_rows)
         return Columns({k: v[start:stop] for k, v in self.data.items()}, max(0, stop - start))
 
     @staticmethod

@@ -58,7 +58,8 @@ def test_dockerfile_has_healthcheck_on_health_and_exec_form_cmd(bundle: Path) ->
     final = dict(_stages((bundle / "Dockerfile").read_text())[-1])
     assert "/health" in final["HEALTHCHECK"]
     cmd = json.loads(final["CMD"])
-    assert cmd[:3] == ["modelport", "serve", "/models/heart"]
+    assert cmd == ["modelport", "serve", "/models/heart"]
+    assert "MODELPORT_PORT=8000" in final["ENV"] and "MODELPORT_HOST=0.0.0.0" in final["ENV"]
     assert final["EXPOSE"] == "8000"
 
 

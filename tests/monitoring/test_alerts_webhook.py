@@ -155,7 +155,9 @@ def alerter(receiver: Receiver, clock: Clock) -> Iterator[WebhookAlerter]:
 
 def test_a_drift_change_is_posted_once(alerter: WebhookAlerter, receiver: Receiver) -> None:
     alerter.on_drift("heart", "age", "ok", 0.01)
+    alerter.on_drift("heart", "age", "insufficient")
     alerter.on_drift("heart", "age", "alert", 0.31)
+    alerter.on_drift("heart", "age", "insufficient")
     alerter.on_drift("heart", "age", "alert", 0.33)
     alerter.flush()
     assert len(receiver.bodies) == 1

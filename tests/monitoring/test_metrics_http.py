@@ -39,6 +39,11 @@ def make_app(metrics: Metrics, predlog: PredictionLog | None = None, **kwargs: o
         tag_request(request, "heart", "1")
         return {}
 
+    @app.post("/v2/models/{model_name}/infer")
+    async def infer(model_name: str, request: Request) -> dict[str, str]:
+        request.state.model, request.state.version = "heart", "1"
+        return {}
+
     @app.get("/in-flight")
     async def in_flight() -> dict[str, float]:
         body = metrics.render()[0].decode()
@@ -107,6 +112,14 @@ def test_made_up_names_in_the_path_collapse_to_unknown(
 def test_a_handler_names_the_model_version_it_served(client: TestClient, metrics: Metrics) -> None:
     client.post("/predict")
     assert count(metrics, model="heart", version="1", route="/predict", status="200") == 1
+
+
+def test_request_state_model_and_version_name_the_labels(
+    client: TestClient, metrics: Metrics
+) -> None:
+    client.post("/v2/models/heart/infer")
+    route = "/v2/models/{model_name}/infer"
+    assert count(metrics, model="heart", version="1", route=route, status="200") == 1
 
 
 def test_an_unmatched_path_is_one_label_however_many_urls(

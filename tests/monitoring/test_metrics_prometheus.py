@@ -144,6 +144,8 @@ def test_drift_gauges_hold_score_and_level(metrics: Metrics) -> None:
         value(metrics, "modelport_drift_score", model="heart", feature="age", method="psi") == 0.31
     )
     assert value(metrics, "modelport_drift_status", model="heart", feature="age") == 2
+    metrics.set_drift("heart", "sex", "chi2", 0.0, "insufficient")
+    assert value(metrics, "modelport_drift_status", model="heart", feature="sex") == -1
     with pytest.raises(ValueError, match="drift status"):
         metrics.set_drift("heart", "age", "psi", 0.31, "bad")
 

@@ -116,6 +116,15 @@ def test_close_writes_everything_still_queued(url: str, tmp_path: Path) -> None:
     assert len(rows(url)) == 60
 
 
+def test_after_close_rows_are_counted_dropped_and_labels_refused(url: str, tmp_path: Path) -> None:
+    log = PredictionLog(url, spool_dir=tmp_path / "s", flush_interval_s=0.05)
+    log.close()
+    log.on_prediction(event("late", rows=3))
+    assert log.stats().dropped == 3
+    assert log.record_feedback("late", 1) is False
+    assert log.flush(timeout_s=1) is True
+
+
 def test_spool_replay_after_a_crash_does_not_duplicate(url: str, tmp_path: Path) -> None:
     """Records written to the database but still in a spool (crash before truncation)."""
     records = event_records(event("dup", rows=4))

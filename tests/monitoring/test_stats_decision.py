@@ -6,17 +6,22 @@ import json
 
 import numpy as np
 import pytest
-from fixtures.drift_samples import SIGNATURE, columns, frame, predict
 
 from modelport.errors import ConfigError
 from modelport.monitoring.drift import DriftMonitor
-from modelport.monitoring.profile import CategoricalProfile, Moments, ReferenceProfile, build_profile
+from modelport.monitoring.profile import (
+    CategoricalProfile,
+    Moments,
+    ReferenceProfile,
+    build_profile,
+)
 from modelport.monitoring.stats import (
     DriftReport,
     DriftThresholds,
     evaluate,
     pool_sparse,
 )
+from tests.monitoring.fixtures.drift_samples import SIGNATURE, columns, frame, predict
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,10 @@ EXPECTED = json.loads((FIXTURES / "golden_expected.json").read_text())
 TOL = {"rel": 1e-9, "abs": 1e-9}
 
 
-def _binned(ref_key: str, cur_key: str, bins: int) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+Binned = tuple[np.ndarray, np.ndarray, tuple[float, ...]]
+
+
+def _binned(ref_key: str, cur_key: str, bins: int) -> Binned:
     """Reference-profile bins of the reference sample, and both samples counted into them
     (ordered bins only: missing dropped)."""
     ref = np.asarray(SAMPLES[ref_key], float)

@@ -6,10 +6,12 @@ URL) that is dropped afterwards, so parallel runs never see each other's rows.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -70,3 +72,9 @@ def package(tmp_path: Path) -> Path:
 def package_b(tmp_path: Path) -> Path:
     """A second tiny package with other content."""
     return make_package(tmp_path / "pkg-b", b"weights v2")
+
+
+@pytest.fixture(scope="session")
+def records(heart_features: Any) -> list[dict[str, Any]]:
+    """A few rows of the example data as JSON-ready records."""
+    return json.loads(heart_features.head(5).to_json(orient="records"))  # type: ignore[no-any-return]

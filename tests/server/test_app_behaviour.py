@@ -67,6 +67,7 @@ def test_probes_report_alive_and_ready() -> None:
             resp = c.get(path)
             assert resp.status_code == 200
         assert c.get("/ready").json()["models"] == {"adder:1": True}
+        assert c.get("/ready").json()["in_flight"] == 0
         assert c.get("/v2/models/adder/ready").json() == {"name": "adder", "ready": True}
 
 

@@ -120,7 +120,7 @@ def test_sigterm_during_a_burst_answers_every_accepted_request(tmp_path: Path) -
     from tests.server.slowmodel import SlowSum
 
     model = tmp_path / "slow.joblib"
-    joblib.dump(SlowSum(0.4), model)
+    joblib.dump(SlowSum(0.5), model)
     proc, url = start_server(str(model), "--max-batch-size", "4")
 
     def call(i: int) -> int:
@@ -129,7 +129,10 @@ def test_sigterm_during_a_burst_answers_every_accepted_request(tmp_path: Path) -
 
     with cf.ThreadPoolExecutor(12) as pool:
         futures = [pool.submit(call, i) for i in range(12)]
-        time.sleep(0.3)  # all 12 accepted; the model answers 4 rows per 0.4 s
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{url}/ready").json()["in_flight"] < 12:  # all 12 accepted
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         statuses = [f.result() for f in futures]
         late = pool.submit(call, 99)

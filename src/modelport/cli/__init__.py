@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_AREAS = ("serve", "registry", "build", "monitor", "tools")
+_AREAS = ("serve", "registry", "build", "monitor", "tools", "optimize")
 for _area in _AREAS:
     try:
         importlib.import_module(f"modelport.cli.{_area}").register(app)

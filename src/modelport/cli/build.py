@@ -100,6 +100,7 @@ def _fill(staging: Path, pkg: Any, options: Any, resources: Any, *, wheel: Path 
     if not options.model_url:
         shutil.copytree(pkg.root, staging / MODEL_DIR,
                         ignore=shutil.ignore_patterns(".*", "__pycache__"))
+        (staging / MODEL_DIR).chmod(0o755)
     if data is not None:
         (staging / "data").mkdir(exist_ok=True)
         shutil.copyfile(data, staging / "data" / data.name)
@@ -209,7 +210,9 @@ def build_wheel(source: Path, dest: Path) -> Path:
 
 def _staging(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
+    return staging
 
 
 def _swap(staging: Path, out: Path) -> None:
@@ -250,7 +253,9 @@ def validate(
     else:
         _print_report(report)
     if not report.passed:
-        raise typer.Exit(1)
+        # SystemExit, not typer.Exit: main() runs click with standalone_mode=False, where
+        # click turns typer.Exit into a return value and the exit code would be lost
+        raise SystemExit(1)
 
 
 def _print_report(report: Any) -> None:

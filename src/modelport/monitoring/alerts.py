@@ -209,7 +209,10 @@ class WebhookAlerter:
             window.add(self._clock(), status, seconds)
 
     def on_drift(self, model: str, feature: str, status: str, score: float | None = None) -> None:
-        """A drift decision for one feature (``ok``, ``warn`` or ``alert``); changes alert."""
+        """A drift decision for one feature (``ok``, ``warn`` or ``alert``); changes alert.
+        ``insufficient`` (too few rows to decide) is no decision and changes nothing."""
+        if status == "insufficient":
+            return
         with self._lock:
             if self._drift.get((model, feature), "ok") == status:
                 return

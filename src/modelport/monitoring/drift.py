@@ -216,6 +216,13 @@ class DriftCounters:
             if self._pending_rows >= self.flush_rows:
                 self._flush()
 
+    def observe_latency(self, latency_s: float) -> None:
+        """Count one request's latency without rows (e.g. when rebuilding from a log)."""
+        with self._lock:
+            self._flush()
+            self._add_latency(self._ring.cur,
+                              np.asarray([np.searchsorted(LATENCY_BOUNDS, latency_s)]))
+
     def _flush(self) -> None:
         items, self._pending, self._pending_rows = self._pending, [], 0
         if not items:

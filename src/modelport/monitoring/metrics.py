@@ -41,8 +41,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 PREDLOG_OUTCOMES = ("written", "dropped", "failed", "spooled", "replayed")
 """Outcomes of prediction-log records, in ``modelport_predlog_records_total{outcome}``."""
 
-DRIFT_LEVELS = {"ok": 0, "warn": 1, "alert": 2}
-"""Values of ``modelport_drift_status``: a drift decision as a number alerts can compare."""
+DRIFT_LEVELS = {"insufficient": -1, "ok": 0, "warn": 1, "alert": 2}
+"""Values of ``modelport_drift_status`` (the drift statuses of ``monitoring.stats``)."""
 
 
 def reset_multiprocess_dir(directory: Path) -> None:
@@ -132,7 +132,7 @@ class Metrics:
             ["model", "feature", "method"], registry=reg, multiprocess_mode="mostrecent",
         )  # fmt: skip
         self.drift_status = pc.Gauge(
-            "modelport_drift_status", "Drift decision per feature: 0 ok, 1 warn, 2 alert.",
+            "modelport_drift_status", "Drift per feature: -1 too few rows, 0 ok, 1 warn, 2 alert.",
             ["model", "feature"], registry=reg, multiprocess_mode="mostrecent",
         )  # fmt: skip
         for outcome in PREDLOG_OUTCOMES:  # export zeros so rate() works from the first scrape

@@ -113,6 +113,7 @@ class PredictionLog:
         self._on_count = on_count
         self._counts = dict.fromkeys(PredlogStats.__dataclass_fields__, 0)
         self._lock = threading.Lock()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="modelport-predlog", daemon=True)
         self._thread.start()
 
@@ -122,13 +123,17 @@ class PredictionLog:
         """Prediction callback: queue the event if it is sampled; a full queue drops it."""
         if zlib.crc32(event.request_id.encode()) >= self._threshold:
             return
+        if self._closed:
+            self._count("dropped", event.inputs.n_rows)
+            return
         try:
             self._queue.put_nowait(event)
         except queue.Full:
             self._count("dropped", event.inputs.n_rows)
 
     def record_feedback(self, request_id: str, label: str | float | bool, *, row: int = 0) -> bool:
-        """Queue a true label for row ``row`` of a request; False when the queue is full.
+        """Queue a true label for row ``row`` of a request; False when the queue is full
+        (or the log is closed).
 
         Labels for ids not (yet) in the log are stored too: the prediction may still be queued.
         """
@@ -139,6 +144,8 @@ class PredictionLog:
         if isinstance(row, bool) or not isinstance(row, int) or row < 0:
             raise InvalidInput("must be an integer >= 0", field="row")
         try:
+            if self._closed:
+                raise queue.Full
             self._queue.put_nowait(FeedbackRecord(request_id, row, label, time.time()))
         except queue.Full:
             self._count("dropped", 1)
@@ -150,6 +157,8 @@ class PredictionLog:
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything queued so far is written or spooled; False on timeout."""
         done = threading.Event()
+        if self._closed:
+            return not self._thread.is_alive()
         try:
             self._queue.put(done, timeout=timeout_s)
         except queue.Full:
@@ -158,6 +167,7 @@ class PredictionLog:
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Write (or spool) everything queued, then stop the writer thread."""
+        self._closed = True
         if self._thread.is_alive():
             self._queue.put(None, timeout=timeout_s)
             self._thread.join(timeout_s)

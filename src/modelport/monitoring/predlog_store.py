@@ -72,6 +72,12 @@ def _dumps(obj: Any) -> str:
     return orjson.dumps(obj, option=opts, default=str).decode()
 
 
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
 def _same(prediction: Any, label: Any) -> bool:
     try:
         return float(prediction) == float(label)
@@ -92,6 +98,8 @@ class Store:
         self.engine = sa.create_engine(
             self.url, json_serializer=_dumps, pool_pre_ping=True, connect_args=self._connect_args()
         )
+        if self.url.get_backend_name() == "sqlite":  # readers (reports) never block the writer
+            sa.event.listen(self.engine, "connect", _sqlite_wal)
         self._tables(sa, table_prefix)
         self._schema_ready = False
 

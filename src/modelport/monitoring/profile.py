@@ -267,7 +267,10 @@ def build_profile(
     max_categories: int = 50,
 ) -> ReferenceProfile:
     """Fit the reference profile of ``frame`` (a pandas DataFrame with the signature's
-    features; other columns are ignored) and, when given, of the model's ``outputs`` on it."""
+    features; other columns are ignored) and, when given, of the model's ``outputs`` on it.
+
+    Use held-out data, not the training rows: a model is more confident on rows it was fitted
+    on, which would show up as prediction drift on any fresh data."""
     if bins < 2 or max_categories < 1:
         raise ConfigError("bins must be at least 2 and max_categories at least 1")
     if len(frame) == 0:

@@ -21,7 +21,7 @@ from modelport.server.state import AppState, PredictionHook
 __all__ = ["create_app"]
 
 _log = logging.getLogger("modelport")
-AppHook = Callable[[FastAPI, AppState], None]
+AppHook = Callable[[FastAPI, AppState], object]
 
 
 def create_app(

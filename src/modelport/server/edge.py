@@ -54,6 +54,9 @@ class EdgeMiddleware:
                 if model is not None:
                     message["headers"] += [(b"x-model-name", model.encode()),
                                            (b"x-model-version", state["version"].encode())]
+                    arm = state.get("arm")
+                    if arm is not None:
+                        message["headers"].append((b"x-model-arm", arm.encode()))
             await send(message)
 
         try:

@@ -12,7 +12,13 @@ from fastapi import FastAPI
 from modelport.config import Settings
 from modelport.errors import ConfigError
 from modelport.package import LoadedModel, load_model
-from modelport.server.app import create_app
+from modelport.monitoring.drift import DriftMonitor
+from modelport.monitoring.profile import ReferenceProfile
+from modelport.registry import Registry
+from modelport.server.admin import admin_extension
+from modelport.server.app import AppHook, create_app
+from modelport.server.drift_routes import drift_router
+from modelport.server.rollout import follow_extension, load_ref
 
 __all__ = ["app_from_env", "build_app", "load_targets"]
 
@@ -21,17 +27,24 @@ _log = logging.getLogger("modelport")
 
 def load_targets(settings: Settings) -> list[LoadedModel]:
     """Every model named by ``settings.model`` (a ``.yaml`` config lists several)."""
+    return [m for m, _ in _resolve(settings)]
+
+
+def _resolve(settings: Settings) -> list[tuple[LoadedModel, str | None]]:
+    """Loaded models, each with the registry alias to follow (``heart@production``)."""
     if not settings.model:
         raise ConfigError("nothing to serve: give a model file, a package directory, a "
                           "model-settings.json or a config file (or set MODELPORT_MODEL)")
-    loaded: list[LoadedModel] = []
+    loaded: list[tuple[LoadedModel, str | None]] = []
     for target in settings.model:
         path = Path(target)
         if path.suffix in (".yaml", ".yml") and path.is_file():
-            loaded += _from_config(path, settings)
+            loaded += [(m, None) for m in _from_config(path, settings)]
+        elif not path.exists() and _is_registry_ref(target):
+            loaded.append((_from_registry(target, settings), _alias(target)))
         else:
-            loaded.append(_load_one(target, settings, None))
-    names = [m.name for m in loaded]
+            loaded.append((_load_one(target, settings, None), None))
+    names = [m.name for m, _ in loaded]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise ConfigError(f"two models are named '{sorted(dupes)[0]}'; name them in a config "
@@ -39,12 +52,24 @@ def load_targets(settings: Settings) -> list[LoadedModel]:
     return loaded
 
 
+def _is_registry_ref(target: str) -> bool:
+    return ("@" in target or ":" in target) and "/" not in target
+
+
+def _alias(target: str) -> str | None:
+    return target.split("@", 1)[1] if "@" in target else None
+
+
+def _registry(settings: Settings) -> Registry:
+    return Registry.open(settings.registry_db, settings.registry_store)
+
+
+def _from_registry(target: str, settings: Settings) -> LoadedModel:
+    return load_ref(_registry(settings), target, runtime=settings.runtime)
+
+
 def _load_one(target: str, settings: Settings, name: str | None) -> LoadedModel:
-    path = Path(target)
-    if not path.exists() and ("@" in target or ":" in target):
-        raise ConfigError(f"'{target}' looks like a registry reference but the registry is "
-                          "not available in this build")
-    return load_model(path, runtime=settings.runtime, name=name)
+    return load_model(Path(target), runtime=settings.runtime, name=name)
 
 
 def _from_config(path: Path, settings: Settings) -> list[LoadedModel]:
@@ -63,8 +88,41 @@ def _from_config(path: Path, settings: Settings) -> list[LoadedModel]:
 
 
 def build_app(settings: Settings) -> FastAPI:
-    """Load every target and build the app."""
-    return create_app(load_targets(settings), settings)
+    """Load every target and build the app: registry aliases are followed, the admin API and
+    traffic policies are always there."""
+    resolved = _resolve(settings)
+    registry = _registry(settings) if any(a for _, a in resolved) or _uses_registry(
+        settings) else None
+    extensions: list[AppHook] = []
+    for model, alias in resolved:
+        if alias is not None and registry is not None:
+            extensions.append(follow_extension(
+                registry, model.name, alias, interval_s=settings.registry_poll_s,
+                grace_s=settings.swap_grace_s))
+    extensions.append(admin_extension(registry))
+    monitors = drift_monitors([m for m, _ in resolved])
+    extensions.append(lambda app, _state: app.include_router(drift_router(lambda: monitors)))
+    hooks = [m.on_prediction for m in monitors.values()]
+    return create_app([m for m, _ in resolved], settings, extensions=extensions,
+                      on_prediction=hooks)
+
+
+def drift_monitors(models: list[LoadedModel]) -> dict[str, DriftMonitor]:
+    """A drift monitor for each model whose package has a reference profile."""
+    monitors: dict[str, DriftMonitor] = {}
+    for model in models:
+        ref = model.package.reference_path if model.package is not None else None
+        if ref is None:
+            _log.info("drift monitoring is off for %s: its package has no reference profile "
+                      "(add one with: modelport profile DATA --package PKG)", model.name)
+            continue
+        profile = ReferenceProfile.from_json(ref.read_text(encoding="utf-8"))
+        monitors[model.name] = DriftMonitor(profile, model.name, model.version)
+    return monitors
+
+
+def _uses_registry(settings: Settings) -> bool:
+    return any(_is_registry_ref(t) and not Path(t).exists() for t in settings.model)
 
 
 def app_from_env() -> FastAPI:

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from modelport.errors import InvalidInput
 from modelport.server.models import ServedModel
-from modelport.server.state import app_state, predict, read_json
+from modelport.server.state import app_state, predict, read_json, resolve_model
 from modelport.signature import Signature
 from modelport.types import Columns, Outputs
 
@@ -70,7 +70,7 @@ def native_response(served: ServedModel, outputs: Outputs, request_id: str) -> R
 
 async def _predict(request: Request, name: str | None, version: str | None) -> Response:
     state = app_state(request)
-    served = state.repo.get(name, version)
+    served = resolve_model(request, name, version)
     s = state.settings
     batch = native_batch(await read_json(request), served.signature,
                          unseen=s.unseen_categories, max_rows=s.max_batch_rows)

@@ -3,7 +3,8 @@
 :func:`install_observability` adds a pure ASGI middleware that counts every HTTP request by its
 route *template* (``/models/{name}/predict``, never the raw URL, so label cardinality stays
 bounded), its status and its model/version, times it and tracks requests in flight. A handler
-names the model and version it served with :func:`tag_request`; otherwise the path parameters
+names the model and version it served with :func:`tag_request` (or by setting
+``request.state.model`` and ``request.state.version``); otherwise the path parameters
 ``name``/``model_name`` and ``version``/``model_version`` are used.
 """
 
@@ -31,7 +32,9 @@ UNMATCHED = "unmatched"
 OnRequest = Callable[[str, str, int, float], None]
 """``(model, version, status, seconds)`` after each request, e.g. ``WebhookAlerter.observe``."""
 
-_MODEL_KEYS = ("modelport_model", "name", "model_name")
+# request.state keys first (tag_request, or the server's request.state.model/.version), then
+# path parameters.
+_MODEL_KEYS = ("modelport_model", "model", "name", "model_name")
 _VERSION_KEYS = ("modelport_version", "version", "model_version")
 
 

@@ -21,7 +21,8 @@ def _ready(request: Request) -> Response:
     state = app_state(request)
     ready = state.repo.ready() and not state.shutting_down
     models = {f"{s.name}:{s.version}": s.ready for s in state.repo.all()}
-    body = {"status": "ready" if ready else "not ready", "models": models}
+    body = {"status": "ready" if ready else "not ready", "models": models,
+            "in_flight": state.in_flight}
     if state.shutting_down:
         body["reason"] = "shutting down"
     return Response(orjson.dumps(body), status_code=200 if ready else 503,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 from starlette.requests import Request
 
@@ -16,7 +18,7 @@ from modelport.errors import InvalidInput
 from modelport.server.models import ModelRepository, ServedModel
 from modelport.types import Columns, Outputs, PredictionEvent
 
-__all__ = ["AppState", "PredictionHook", "app_state", "predict", "read_json"]
+__all__ = ["AppState", "PredictionHook", "app_state", "predict", "read_json", "resolve_model"]
 
 PredictionHook = Callable[[PredictionEvent], None]
 _log = logging.getLogger("modelport")
@@ -30,6 +32,10 @@ class AppState:
     repo: ModelRepository
     on_prediction: list[PredictionHook] = field(default_factory=list)
     shutting_down: bool = False
+    in_flight: int = 0
+    """Prediction requests being computed now (shown by ``/ready``)."""
+    shadow_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    """Mirrored requests to shadow versions, running off the hot path (bounded)."""
 
 
 def app_state(request: Request) -> AppState:
@@ -38,25 +44,75 @@ def app_state(request: Request) -> AppState:
     return state
 
 
+MAX_SHADOW_TASKS = 256
+
+
+def resolve_model(request: Request, name: str | None, version: str | None) -> ServedModel:
+    """The version that answers: the one asked for, else the traffic policy's choice (A/B,
+    canary, sticky), else the model's default version."""
+    state = app_state(request)
+    traffic = getattr(request.app.state, "traffic", None)
+    if version is None and traffic is not None:
+        assignment = traffic.route(name or state.repo.primary or "", request.headers)
+        if assignment is not None:
+            request.state.arm = assignment.arm
+            request.state.shadow = assignment.shadow_versions
+            version = assignment.version
+    return state.repo.get(name, version)
+
+
 async def predict(request: Request, served: ServedModel, batch: Columns, route: str) -> Outputs:
     """Run ``batch`` through the model's batcher and tell the monitoring callbacks."""
     state = app_state(request)
     started = time.perf_counter()
     request.state.model = served.name
     request.state.version = served.version
-    outputs = await state.repo.predict(served, batch)
-    if state.on_prediction:
-        event = PredictionEvent(
-            request_id=request.state.request_id, timestamp=time.time(), model=served.name,
-            version=served.version, inputs=batch, outputs=outputs,
-            latency_s=time.perf_counter() - started, route=route,
-            arm=getattr(request.state, "arm", None))
-        for hook in state.on_prediction:
-            try:
-                hook(event)
-            except Exception:  # monitoring must never fail a prediction
-                _log.exception("prediction callback %r failed", hook)
+    state.in_flight += 1
+    try:
+        outputs = await state.repo.predict(served, batch)
+    finally:
+        state.in_flight -= 1
+    rid = request.state.request_id
+    _emit(state, PredictionEvent(
+        request_id=rid, timestamp=time.time(), model=served.name, version=served.version,
+        inputs=batch, outputs=outputs, latency_s=time.perf_counter() - started, route=route,
+        arm=getattr(request.state, "arm", None)))
+    for version in getattr(request.state, "shadow", ()):
+        if len(state.shadow_tasks) < MAX_SHADOW_TASKS:
+            task = asyncio.get_running_loop().create_task(
+                _shadow(state, served, version, batch, outputs, rid))
+            state.shadow_tasks.add(task)
+            task.add_done_callback(state.shadow_tasks.discard)
     return outputs
+
+
+def _emit(state: AppState, event: PredictionEvent) -> None:
+    for hook in state.on_prediction:
+        try:
+            hook(event)
+        except Exception:  # monitoring must never fail a prediction
+            _log.exception("prediction callback %r failed", hook)
+
+
+async def _shadow(state: AppState, primary: ServedModel, version: str, batch: Columns,
+                  answer: Outputs, request_id: str) -> None:
+    """Mirror a request to a candidate version; record both answers and their disagreement."""
+    started = time.perf_counter()
+    try:
+        candidate = state.repo.get(primary.name, version)
+        outputs = await state.repo.predict(candidate, batch)
+    except Exception as exc:
+        _log.warning("shadow %s:%s failed for request %s: %s", primary.name, version,
+                     request_id, exc)
+        return
+    differ = int((np.asarray(outputs.predictions) != np.asarray(answer.predictions)).sum())
+    _log.info("shadow", extra={"fields": {
+        "request_id": request_id, "model": primary.name, "primary": primary.version,
+        "shadow": version, "rows": batch.n_rows, "disagreements": differ}})
+    _emit(state, PredictionEvent(
+        request_id=request_id, timestamp=time.time(), model=primary.name, version=version,
+        inputs=batch, outputs=outputs, latency_s=time.perf_counter() - started,
+        route="shadow", arm="shadow"))
 
 
 async def read_json(request: Request) -> Any:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from modelport.errors import InvalidInput
 from modelport.server.native import native_batch
-from modelport.server.state import app_state, predict, read_json
+from modelport.server.state import app_state, predict, read_json, resolve_model
 
 __all__ = ["router"]
 
@@ -36,7 +36,7 @@ async def model_status(request: Request, name: str) -> Response:
 async def v1_predict(request: Request, name: str) -> Response:
     """Labels for each instance (records keyed by feature name, or ordered rows)."""
     state = app_state(request)
-    served = state.repo.get(name)
+    served = resolve_model(request, name, None)
     body = await read_json(request)
     if not isinstance(body, Mapping) or "instances" not in body:
         raise InvalidInput("expected {\"instances\": [...]}", field="instances")
@@ -44,5 +44,7 @@ async def v1_predict(request: Request, name: str) -> Response:
                          unseen=state.settings.unseen_categories,
                          max_rows=state.settings.max_batch_rows)
     outputs = await predict(request, served, batch, "v1")
-    return Response(orjson.dumps({"predictions": outputs.predictions.tolist()}),
+    preds = outputs.predictions
+    body = {"predictions": preds.tolist() if preds.dtype == object else preds}
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
                     media_type="application/json")

@@ -12,7 +12,7 @@ from starlette.responses import Response
 import modelport
 from modelport.errors import ModelNotFound
 from modelport.server.models import ServedModel
-from modelport.server.state import app_state, predict
+from modelport.server.state import app_state, predict, resolve_model
 from modelport.server.v2codec import decode_request, encode_response, feature_datatype, to_columns
 
 __all__ = ["router"]
@@ -83,7 +83,7 @@ async def version_ready(request: Request, name: str, version: str) -> Response:
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     state = app_state(request)
-    served = state.repo.get(name, version)
+    served = resolve_model(request, name, version)
     header = request.headers.get(_HEADER)
     body, tensors = decode_request(await request.body(), int(header) if header and
                                    header.isdigit() else None)

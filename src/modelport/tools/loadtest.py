@@ -90,7 +90,7 @@ def _sample(feat: Feature, n: int, rng: np.random.Generator) -> list[Any]:
     if feat.dtype == "string":
         return [feat.example_value()] * n
     center = float(feat.example_value())
-    values = rng.normal(center, max(abs(center) * 0.15, 1.0), n)
+    values = rng.normal(center, max(abs(center) * 0.1, 1.0), n)
     rounded = np.round(values).astype(int) if feat.dtype == "int" else np.round(values, 3)
     return list(rounded.tolist())
 
