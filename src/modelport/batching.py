@@ -1,23 +1,28 @@
 """Adaptive micro-batching: concurrent requests for one model become one model call.
 
-The batcher never holds a lone request: when the model is idle a request is run at once.
-While the model is busy, arriving requests queue up and the next call takes all of them (up to
-``max_batch_size`` rows). Only under sustained load (the previous call was a real batch) does it
-wait up to ``max_wait_s`` for more rows to fill a batch. Calls that are known to be cheap run
-inline on the event loop, because a thread hop would cost more than the model.
+The batcher never holds a lone request: a request that finds the model idle is run on the
+next turn of the event loop. Every request that arrives in the same turn (a burst, or a
+loaded server's next wave) joins it, up to ``max_batch_size`` rows. While the model is busy,
+arriving requests queue up and the next call takes all of them. Under sustained load (the
+previous call was a real batch) the batcher lets a few more turns pass, while new requests keep
+arriving and for at most ``max_wait_s``, to fill the batch; it never idles waiting.
 
-The model is any callable ``Columns -> Outputs``; metrics plug in through ``on_batch``.
+Calls that are known to be cheap (their moving average is under ``inline_below_s``) run on the
+event loop itself, because a thread hop would cost more than the model; others run on one
+model thread, timed there so that a busy event loop does not make a cheap model look slow.
+
+The model is any callable ``Columns -> Outputs``; metrics plug in through ``on_batch``. There are
+no tasks or locks per request: one future and one timer (the deadline) each.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from modelport.errors import Overloaded, PredictionError, RequestTimeout
 from modelport.types import Columns, Outputs
@@ -25,6 +30,7 @@ from modelport.types import Columns, Outputs
 __all__ = ["BatchStats", "MicroBatcher"]
 
 PredictFn = Callable[[Columns], Outputs]
+_Result = Outputs | Exception
 
 
 @dataclass(frozen=True)
@@ -38,11 +44,11 @@ class BatchStats:
     inference_s: float
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Pending:
     batch: Columns
     future: asyncio.Future[Outputs]
-    enqueued: float = field(default_factory=time.perf_counter)
+    enqueued: float
 
 
 class MicroBatcher:
@@ -55,7 +61,7 @@ class MicroBatcher:
         max_batch_size: int = 64,
         max_wait_s: float = 0.002,
         max_queue: int = 2048,
-        inline_below_s: float = 0.0002,
+        inline_below_s: float = 0.001,
         on_batch: Callable[[BatchStats], None] | None = None,
     ) -> None:
         self._predict = predict
@@ -65,11 +71,11 @@ class MicroBatcher:
         self.inline_below_s = inline_below_s
         self._on_batch = on_batch
         self._queue: deque[_Pending] = deque()
-        self._wakeup: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelport-model")
-        self._call_ewma_s = 1.0  # pessimistic until measured: start on the thread
+        self._call_ewma_s: float | None = None  # unknown until measured: start on the thread
         self._last_batch_requests = 0
+        self._busy = False  # a model call is running (or a drain is scheduled)
+        self._seen = 0  # queue length at the last look, to tell whether requests still arrive
 
     @property
     def queued(self) -> int:
@@ -82,52 +88,57 @@ class MicroBatcher:
             raise Overloaded(f"{len(self._queue)} requests are waiting for the model; retry "
                              "shortly", retry_after=1.0)
         loop = asyncio.get_running_loop()
-        pending = _Pending(batch, loop.create_future())
-        self._queue.append(pending)
-        self._ensure_worker()
-        assert self._wakeup is not None
-        self._wakeup.set()
+        future: asyncio.Future[Outputs] = loop.create_future()
+        self._queue.append(_Pending(batch, future, time.perf_counter()))
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._drain, loop)
+        if timeout_s is None:
+            return await future
+        deadline = loop.call_later(timeout_s, _expire, future, timeout_s)
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout_s)
-        except asyncio.TimeoutError:
-            pending.future.cancel()
-            raise RequestTimeout(f"no answer within {timeout_s:g} s; the model is overloaded "
-                                 "or slow") from None
+            return await future
+        finally:
+            deadline.cancel()
 
     async def aclose(self) -> None:
-        """Stop the worker after the queue drained (used on shutdown and hot swap)."""
-        while self._queue:
+        """Stop after the queue drained (used on shutdown and hot swap)."""
+        while self._queue or self._busy:
             await asyncio.sleep(0.005)
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
         self._executor.shutdown(wait=True)
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None or self._worker.done():
-            self._wakeup = asyncio.Event()
-            self._worker = asyncio.get_running_loop().create_task(self._run())
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the next model call, or hold on while a loaded server's next wave arrives."""
+        if self._should_fill():
+            # two turns: requests read in this turn's I/O phase reach submit() in the next one
+            loop.call_soon(loop.call_soon, self._drain, loop)
+            return
+        taken = self._take()
+        if not taken:
+            self._busy = False
+            return
+        batches = [p.batch for p in taken]
+        started = time.perf_counter()
+        ewma = self._call_ewma_s
+        if ewma is not None and ewma < self.inline_below_s:
+            results, inference = self._compute(batches)
+            self._finish(loop, taken, started, results, inference)
+            return
+        try:
+            work = loop.run_in_executor(self._executor, self._compute, batches)
+        except RuntimeError as exc:  # the executor was shut down (closed batcher)
+            self._finish(loop, taken, started, [exc] * len(taken), 0.0)
+            return
+        work.add_done_callback(lambda done: self._finish(loop, taken, started, *_outcome(done,
+                                                                                    taken)))
 
-    async def _run(self) -> None:
-        assert self._wakeup is not None
-        while True:
-            if not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            if self._last_batch_requests > 1 and self.max_wait_s > 0:
-                await self._fill(self.max_wait_s)
-            taken = self._take()
-            if taken:
-                await self._call(taken)
-
-    async def _fill(self, wait_s: float) -> None:
-        deadline = time.perf_counter() + wait_s
-        while self._rows_queued() < self.max_batch_size and time.perf_counter() < deadline:
-            await asyncio.sleep(0)
-            if self._rows_queued() < self.max_batch_size:
-                await asyncio.sleep(min(0.0005, max(0.0, deadline - time.perf_counter())))
+    def _should_fill(self) -> bool:
+        """Under sustained load, wait one more turn while the queue still grows."""
+        if self._last_batch_requests <= 1 or self.max_wait_s <= 0 or not self._queue:
+            return False
+        growing, self._seen = len(self._queue) > self._seen, len(self._queue)
+        waited = time.perf_counter() - self._queue[0].enqueued
+        return growing and waited < self.max_wait_s and self._rows_queued() < self.max_batch_size
 
     def _rows_queued(self) -> int:
         return sum(p.batch.n_rows for p in self._queue)
@@ -144,43 +155,67 @@ class MicroBatcher:
                 break
             taken.append(self._queue.popleft())
             rows += head.batch.n_rows
+        self._seen = 0
         return taken
 
-    async def _call(self, taken: list[_Pending]) -> None:
+    def _compute(self, batches: list[Columns]) -> tuple[list[_Result], float]:
+        """One model call for all ``batches`` (on the loop or the model thread), each request's
+        slice of the outputs, and how long the model took. A failing batch is retried request
+        by request, so that one bad request does not fail its neighbours."""
         started = time.perf_counter()
-        batch = Columns.concat([p.batch for p in taken])
         try:
-            outputs = await self._invoke(batch)
+            outputs = self._predict(Columns.concat(batches))
         except Exception as exc:
-            if len(taken) > 1:  # isolate the failing request; the others still get answers
-                for p in taken:
-                    await self._call([p])
-                return
-            _set_exception(taken[0], exc)
-            return
-        inference = time.perf_counter() - started
-        self._call_ewma_s = 0.8 * self._call_ewma_s + 0.2 * inference
-        self._last_batch_requests = len(taken)
+            if len(batches) == 1:
+                return [exc], time.perf_counter() - started
+            return [self._compute([b])[0][0] for b in batches], time.perf_counter() - started
+        results: list[_Result] = []
         offset = 0
-        for p in taken:
-            if not p.future.done():
-                p.future.set_result(outputs.take(offset, offset + p.batch.n_rows))
-            offset += p.batch.n_rows
+        for b in batches:
+            results.append(outputs if len(batches) == 1 else
+                           outputs.take(offset, offset + b.n_rows))
+            offset += b.n_rows
+        return results, time.perf_counter() - started
+
+    def _finish(self, loop: asyncio.AbstractEventLoop, taken: list[_Pending], started: float,
+                results: list[_Result], inference: float) -> None:
+        ewma = self._call_ewma_s
+        self._call_ewma_s = inference if ewma is None else 0.8 * ewma + 0.2 * inference
+        self._last_batch_requests = len(taken)
+        for pending, result in zip(taken, results, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(result, Exception):
+                pending.future.set_exception(_prediction_error(result))
+            else:
+                pending.future.set_result(result)
         if self._on_batch is not None:
-            self._on_batch(BatchStats(len(taken), batch.n_rows, started - taken[0].enqueued,
-                                      inference))
-
-    async def _invoke(self, batch: Columns) -> Outputs:
-        if self._call_ewma_s < self.inline_below_s:
-            return self._predict(batch)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._predict, batch)
+            rows = sum(p.batch.n_rows for p in taken)
+            self._on_batch(BatchStats(len(taken), rows, started - taken[0].enqueued, inference))
+        if self._queue:
+            loop.call_soon(self._drain, loop)
+        else:
+            self._busy = False
 
 
-def _set_exception(pending: _Pending, exc: Exception) -> None:
-    if pending.future.done():
-        return
-    err = exc if isinstance(exc, PredictionError) else PredictionError(
-        f"the model failed on this input ({type(exc).__name__})")
+def _outcome(done: asyncio.Future[tuple[list[_Result], float]],
+             taken: list[_Pending]) -> tuple[list[_Result], float]:
+    exc = done.exception()
+    if exc is None:
+        return done.result()
+    err = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+    return [err] * len(taken), 0.0
+
+
+def _expire(future: asyncio.Future[Outputs], timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(RequestTimeout(f"no answer within {timeout_s:g} s; the model is "
+                                            "overloaded or slow"))
+
+
+def _prediction_error(exc: Exception) -> Exception:
+    if isinstance(exc, PredictionError):
+        return exc
+    err = PredictionError(f"the model failed on this input ({type(exc).__name__})")
     err.__cause__ = exc
-    pending.future.set_exception(err)
+    return err

@@ -80,6 +80,25 @@ class Settings(BaseSettings):
     registry_store: Path = Path(".modelport/artifacts")
     """Directory of the content-addressed artifact store."""
 
+    log_db: str | None = None
+    """Prediction log: an SQLAlchemy URL (``sqlite:///predictions.db`` or
+    ``postgresql+psycopg://…``); unset = no prediction log."""
+
+    log_sample_rate: float = 1.0
+    """Share of predictions written to the prediction log."""
+
+    log_spool_dir: Path = Path(".modelport/spool")
+    """Where log records wait (append-only) while the log database is unreachable."""
+
+    metrics_multiproc_dir: Path | None = None
+    """Directory for Prometheus multiprocess files; set automatically when workers > 1."""
+
+    alert_webhook: str | None = None
+    """Slack-compatible webhook URL for drift, error-rate and latency alerts."""
+
+    drift_check_s: float = 15.0
+    """How often drift is evaluated for the metrics gauges and alerts."""
+
     registry_poll_s: float = 2.0
     """How often a server serving ``name@alias`` checks whether the alias moved."""
 

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 def _cmd_and_env(dockerfile: str) -> tuple[list[str], dict[str, str]]:
     """The final stage's exec-form CMD and its ``ENV`` settings."""
-    final = dockerfile.split("\nFROM ")[-1]
+    final = dockerfile.rsplit("\nFROM ", maxsplit=1)[-1]
     cmd = json.loads(re.findall(r"^CMD (\[.*\])$", final, re.M)[-1])
     env_block = re.search(r"^ENV (.*?)(?=^\S)", final, re.M | re.S)
     assert env_block is not None
@@ -56,18 +56,19 @@ def server(venv: Path, bundle: Path) -> Iterator[str]:
         port = s.getsockname()[1]
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", **image_env, "MODELPORT_HOST": "127.0.0.1",
            "MODELPORT_PORT": str(port), "MODELPORT_MODEL": str(bundle / "model")}
-    proc = subprocess.Popen(argv, env=env, cwd=venv, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    log = venv.parent / "server.log"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(argv, env=env, cwd=venv, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc)
+        _wait_ready(url, proc, log)
         yield url
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -75,15 +76,15 @@ def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
                 return
         except httpx.TransportError:
             time.sleep(0.3)
-    out = proc.stdout.read() if proc.poll() is not None and proc.stdout else ""
-    pytest.fail(f"the bundle's CMD did not become ready in 60 s: {out[-3000:]}")
+    pytest.fail(f"the bundle's CMD did not become ready in 60 s: {log.read_text()[-3000:]}")
 
 
 def test_fresh_venv_has_the_pinned_model_libraries(venv: Path, bundle: Path) -> None:
     pins = [ln for ln in (bundle / "requirements.txt").read_text().splitlines()
             if "==" in ln and not ln.startswith("#")]
-    out = subprocess.run([str(venv / "bin/python"), "-m", "pip", "freeze"], capture_output=True,
-                         text=True, check=True, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    out = subprocess.run([str(venv / "bin/python"), "-m", "pip", "freeze"],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     frozen = {ln.lower() for ln in out.stdout.splitlines()}
     for pin in pins:
         assert re.sub(r"\[.*\]", "", pin).lower().replace("_", "-") in \

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from modelport.deploy import BuildOptions, MemoryProfile, resources_for
+from modelport.deploy import BuildOptions, MemoryProfile, monitoring_assets, resources_for
 from modelport.deploy.render import canary_split, registry_of
 from modelport.deploy.requirements import requirements_txt, serving_pins
 from modelport.errors import ConfigError
@@ -216,6 +216,7 @@ def test_workflow_gates_on_validate_before_building(bundle: Path) -> None:
 def test_readme_says_how_to_roll_back(bundle: Path) -> None:
     readme = (bundle / "README.md").read_text()
     assert "kubectl rollout undo deployment/heart" in readme
+    assert "modelport registry rollback heart production" in readme
     assert "az containerapp create" in readme and "gcloud run services replace" in readme
 
 
@@ -232,3 +233,12 @@ def test_serverless_targets_have_probes(bundle: Path) -> None:
     run = yaml.safe_load((bundle / "cloudrun/service.yaml").read_text())
     assert run["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["httpGet"][
         "path"] == "/ready"
+
+
+def test_bundle_ships_the_monitoring_assets_that_exist(bundle: Path) -> None:
+    shipped = monitoring_assets()
+    if "alerts.yml" in shipped:
+        assert (bundle / "monitoring/alerts.yml").read_text() == shipped["alerts.yml"]
+    if "dashboard.json" in shipped:
+        dashboard = bundle / "monitoring/grafana/dashboards/modelport.json"
+        assert json.loads(dashboard.read_text()) == json.loads(shipped["dashboard.json"])

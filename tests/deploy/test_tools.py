@@ -139,13 +139,17 @@ def test_serverless_pod_specs_pass_strict_schema_validation(tool: Tool, bundle: 
     _validate_k8s(tool, docs, tmp_path)
 
 
-def test_prometheus_config_passes_promtool(tool: Tool, render_to: Render,
-                                           tmp_path: Path) -> None:
-    root = render_to(tmp_path)
+@pytest.mark.parametrize("assets", ["none", "test"], ids=["no-rules", "with-rules"])
+def test_prometheus_config_passes_promtool(tool: Tool, render_to: Render, tmp_path: Path,
+                                           assets: str) -> None:
+    root = render_to(tmp_path, assets={} if assets == "none" else None)
     run_ok([tool("promtool"), "check", "config", str(root / "monitoring/prometheus.yml")])
 
 
-def test_prometheus_config_without_rules_passes_promtool(tool: Tool, bundle: Path) -> None:
+def test_bundle_prometheus_config_with_shipped_rules_passes_promtool(tool: Tool,
+                                                                    bundle: Path) -> None:
+    if not (bundle / "monitoring/alerts.yml").is_file():
+        pytest.skip("no shipped alert rules (src/modelport/monitoring/assets/alerts.yml)")
     run_ok([tool("promtool"), "check", "config", str(bundle / "monitoring/prometheus.yml")])
 
 
@@ -171,7 +175,11 @@ def test_actionlint_catches_a_missing_job(tool: Tool, bundle: Path, tmp_path: Pa
     assert proc.returncode == 1 and "nope" in proc.stdout
 
 
-@pytest.mark.parametrize("assets", ["none", "shipped"], ids=["no-assets", "with-assets"])
+def test_bundle_compose_passes_compose_config(tool: Tool, bundle: Path) -> None:
+    run_ok([tool("compose"), "-f", str(bundle / "docker-compose.yml"), "config", "-q"])
+
+
+@pytest.mark.parametrize("assets", ["none", "test"], ids=["no-assets", "with-assets"])
 def test_compose_passes_compose_config(tool: Tool, render_to: Render, tmp_path: Path,
                                        assets: str) -> None:
     root = render_to(tmp_path, assets={} if assets == "none" else None)

@@ -191,3 +191,50 @@ def test_rows_logged_while_the_database_never_answered_wait_in_the_spool(
     again.flush()
     again.close()
     assert again.stats().replayed == 40
+
+
+def poisoned(i: int) -> PredictionEvent:
+    """Two rows; the second carries a NUL character, which PostgreSQL's jsonb cannot store."""
+    inputs = Columns(
+        {"age": np.array([40.0, 50.0]), "sex": np.array(["m", "f\x00x"], dtype=object)}, 2
+    )
+    return PredictionEvent(f"bad-{i}", time.time(), "heart", "1", inputs, Outputs(np.zeros(2)), 0)
+
+
+def _count_rows(prefix: str) -> int:
+    engine = sa.create_engine(PG.format(port=PG_PORT))
+    with engine.connect() as conn:
+        n = conn.execute(sa.text(f'SELECT count(*) FROM "{prefix}predictions"')).scalar_one()
+    engine.dispose()
+    return int(n)
+
+
+def test_a_row_the_database_refuses_fails_alone(prefix: str, tmp_path: Path) -> None:
+    log = PredictionLog(
+        PG.format(port=PG_PORT), spool_dir=tmp_path, flush_interval_s=0.05, table_prefix=prefix
+    )
+    log.on_prediction(event(1))
+    log.on_prediction(poisoned(1))
+    log.close()
+    assert (log.stats().written, log.stats().failed, log.stats().spooled) == (3, 1, 0)
+    assert _count_rows(prefix) == 3
+
+
+def test_a_refused_row_in_the_spool_does_not_block_the_replay(
+    proxy: TcpProxy, prefix: str, tmp_path: Path
+) -> None:
+    log = PredictionLog(
+        PG.format(port=proxy.port),
+        spool_dir=tmp_path,
+        flush_interval_s=0.05,
+        retry_interval_s=0.1,
+        table_prefix=prefix,
+    )
+    log.on_prediction(poisoned(2))
+    log.on_prediction(event(2))
+    log.flush()
+    proxy.up()
+    _wait(lambda: log.stats().replayed + log.stats().failed >= 4)
+    log.close()
+    assert (log.stats().spooled, log.stats().replayed, log.stats().failed) == (4, 3, 1)
+    assert _count_rows(prefix) == 3

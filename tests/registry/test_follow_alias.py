@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from modelport.config import Settings
-from modelport.package import open_package, write_manifest
 from modelport.registry import Registry
 from modelport.server.app import create_app
 from modelport.server.models import ModelRepository
 from modelport.server.rollout import AliasFollower, follow_extension, load_ref
+from tests.registry.pkgs import broken_golden, unloadable
 
 
 @pytest.fixture
@@ -30,23 +28,6 @@ def reg(sqlite_url: str, tmp_path: Path, heart_package: Path) -> Iterator[Regist
         registry.push(heart_package, "heart", "1.1.0")
         registry.set_alias("heart", "production", "1.0.0")
         yield registry
-
-
-def _broken_golden(heart_package: Path, out: Path) -> Path:
-    """A package that loads but whose recorded golden outputs disagree with the model."""
-    shutil.copytree(heart_package, out)
-    golden = json.loads((out / "golden.json").read_text())
-    golden["predictions"] = [1 - p for p in golden["predictions"]]
-    (out / "golden.json").write_text(json.dumps(golden))
-    write_manifest(open_package(out, verify=False))
-    return out
-
-
-def _unloadable(heart_package: Path, out: Path) -> Path:
-    shutil.copytree(heart_package, out)
-    (out / "model.joblib").write_bytes(b"not a model")
-    write_manifest(open_package(out, verify=False))
-    return out
 
 
 def _follow(reg: Registry, **options: Any) -> tuple[ModelRepository, AliasFollower]:
@@ -74,7 +55,7 @@ async def test_follower_does_nothing_while_the_alias_stays(reg: Registry) -> Non
 
 async def test_a_version_failing_its_golden_check_is_not_served(
         reg: Registry, heart_package: Path, tmp_path: Path) -> None:
-    reg.push(_broken_golden(heart_package, tmp_path / "bad"), "heart", "1.2.0")
+    reg.push(broken_golden(heart_package, tmp_path / "bad"), "heart", "1.2.0")
     repo, follower = _follow(reg)
     reg.set_alias("heart", "production", "1.2.0")
     event = await follower.check()
@@ -87,7 +68,7 @@ async def test_a_version_failing_its_golden_check_is_not_served(
 
 async def test_a_failed_target_is_not_retried_until_asked(
         reg: Registry, heart_package: Path, tmp_path: Path) -> None:
-    reg.push(_unloadable(heart_package, tmp_path / "bad"), "heart", "1.2.0")
+    reg.push(unloadable(heart_package, tmp_path / "bad"), "heart", "1.2.0")
     repo, follower = _follow(reg)
     reg.set_alias("heart", "production", "1.2.0")
     await follower.check()
@@ -126,7 +107,7 @@ def test_hot_swap_under_load_fails_no_request(reg: Registry, heart_package: Path
                                               tmp_path: Path, records: list[Any]) -> None:
     """Continuous requests from 4 threads while the alias moves 3 times, once to a broken
     version: zero failures, only expected versions answer, each good move lands quickly."""
-    reg.push(_unloadable(heart_package, tmp_path / "bad"), "heart", "1.2.0")
+    reg.push(unloadable(heart_package, tmp_path / "bad"), "heart", "1.2.0")
     reg.push(heart_package, "heart", "1.3.0")
     app = create_app([load_ref(reg, "heart@production")], Settings(), extensions=[
         follow_extension(reg, "heart", "production", interval_s=0.05, grace_s=0.5)])

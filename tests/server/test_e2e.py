@@ -156,3 +156,21 @@ def test_several_models_in_one_server(heart_package: Path, heart_model_path: Pat
         assert httpx.post(f"{url}/models/second/predict", json=rec).status_code == 200
     finally:
         assert stop(proc) == 0
+
+
+def test_workers_share_one_metrics_view(heart_package: Path,
+                                        heart_features: pd.DataFrame) -> None:
+    """With --workers 2 the requests spread over two processes, and /metrics counts them all."""
+    proc, url = start_server(str(heart_package), "--workers", "2")
+    record = {k: (v.item() if hasattr(v, "item") else v)
+              for k, v in heart_features.iloc[0].items()}
+    try:
+        for _ in range(40):
+            with httpx.Client() as c:  # a new connection each time: both workers get some
+                assert c.post(f"{url}/predict", json={"features": record}).status_code == 200
+        text = httpx.get(f"{url}/metrics").text
+    finally:
+        assert stop(proc) == 0
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("modelport_requests_total{") and 'route="/predict"' in line)
+    assert counted == 40

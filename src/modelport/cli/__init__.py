@@ -35,7 +35,7 @@ for _area in _AREAS:
 def main() -> None:
     """Entry point of the ``modelport`` script: one message and an exit code per error."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except ModelportError as exc:
         typer.secho(f"error: {exc.message}", err=True, fg=typer.colors.RED)
         sys.exit(exc.exit_code)
@@ -50,3 +50,4 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(130)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -33,7 +33,7 @@ def build(
     python: Annotated[str, typer.Option(help="Python minor version of the base "
                                         "image, e.g. 3.12.")] = "",
     port: Annotated[int, typer.Option(help="Port inside the container.")] = 8000,
-    target: Annotated[Optional[list[str]], typer.Option(
+    target: Annotated[list[str] | None, typer.Option(
         help="kubernetes, knative, azure-containerapps, cloud-run (repeat it).")] = None,
     replicas: Annotated[int, typer.Option(help="Replicas (and HPA minimum).")] = 2,
     max_replicas: Annotated[int, typer.Option(help="HPA maximum.")] = 10,
@@ -43,12 +43,12 @@ def build(
                                             "(build ARGs MODEL_URL, MODEL_SHA256) instead of "
                                             "copying it.")] = False,
     model_sha256: Annotated[str, typer.Option(help="Default MODEL_SHA256.")] = "",
-    wheel: Annotated[Optional[Path], typer.Option(help="A modelport wheel to ship (default: "
+    wheel: Annotated[Path | None, typer.Option(help="A modelport wheel to ship (default: "
                                                   "built from the source tree).")] = None,
-    validate_data: Annotated[Optional[Path], typer.Option(
+    validate_data: Annotated[Path | None, typer.Option(
         help="Labelled test data the CI gate scores (copied into the bundle).")] = None,
     validate_target: Annotated[str, typer.Option(help="Label column of --validate-data.")] = "",
-    gate: Annotated[Optional[list[str]], typer.Option(
+    gate: Annotated[list[str] | None, typer.Option(
         help="A threshold for the CI gate, e.g. min-accuracy=0.85 (repeat it).")] = None,
     measure: Annotated[bool, typer.Option(help="Size resources from the model's measured "
                                           "memory.")] = True,
@@ -229,15 +229,15 @@ def _swap(staging: Path, out: Path) -> None:
 def validate(
     package: Annotated[Path, typer.Argument(help="The model package directory.",
                                             show_default=False)],
-    data: Annotated[Optional[Path], typer.Option(help="Labelled test data "
+    data: Annotated[Path | None, typer.Option(help="Labelled test data "
                                                  "(CSV/Parquet/JSONL).")] = None,
     target: Annotated[str, typer.Option(help="Label column of --data.")] = "",
-    min_accuracy: Annotated[Optional[float], typer.Option(help="Classification.")] = None,
-    min_auc: Annotated[Optional[float], typer.Option(help="Classification.")] = None,
-    min_f1: Annotated[Optional[float], typer.Option(help="Classification.")] = None,
-    max_rmse: Annotated[Optional[float], typer.Option(help="Regression.")] = None,
-    max_mae: Annotated[Optional[float], typer.Option(help="Regression.")] = None,
-    min_r2: Annotated[Optional[float], typer.Option(help="Regression.")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="Classification.")] = None,
+    min_auc: Annotated[float | None, typer.Option(help="Classification.")] = None,
+    min_f1: Annotated[float | None, typer.Option(help="Classification.")] = None,
+    max_rmse: Annotated[float | None, typer.Option(help="Regression.")] = None,
+    max_mae: Annotated[float | None, typer.Option(help="Regression.")] = None,
+    min_r2: Annotated[float | None, typer.Option(help="Regression.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Gate a package: sha256s, library versions, signature round trip, golden predictions,

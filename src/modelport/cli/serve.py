@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +45,11 @@ def serve(
     }
     settings = Settings(**{k: v for k, v in flags.items() if v is not None})
     if settings.workers > 1:
+        from modelport.monitoring.metrics import reset_multiprocess_dir
+
+        if settings.metrics_multiproc_dir is None:
+            settings.metrics_multiproc_dir = Path(tempfile.mkdtemp(prefix="modelport-metrics-"))
+        reset_multiprocess_dir(settings.metrics_multiproc_dir)
         os.environ.update(settings.to_env())
     run(settings)
 

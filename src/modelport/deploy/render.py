@@ -120,27 +120,27 @@ def _kubernetes_files(ctx: Mapping[str, Any]) -> dict[str, str]:
 def _context(package: Package, options: BuildOptions, resources: Resources,
              assets: Mapping[str, str]) -> dict[str, Any]:
     m = package.manifest
-    app = dns_name(m.name)
-    image = options.image_name(m.name)
+    app, image = dns_name(m.name), options.image_name(m.name)
     golden = package.golden()
     example = golden["inputs"][0] if golden and golden.get("inputs") else \
         package.signature.example_record()
     canary, stable = canary_split(options.replicas, options.canary_weight)
-    return {
-        "name": m.name, "app": app, "version": m.version, "flavor": m.flavor,
-        "task": package.signature.task, "python": ".".join(m.python.split(".")[:2]),
-        "image": image, "registry": registry_of(image), "image_ref": f"{image}:{m.version}", "base_image": options.base(m.python),
-        "port": options.port, "model_path": f"/models/{app}", "model_dir": MODEL_DIR,
-        "options": options, "resources": resources, "aca": _aca_size(resources),
-        "cloud_run": {"cpu": "1", "memory": _mi_at_least(resources.memory_limit, 512)},
-        "wheel": options.wheel, "replicas": options.replicas,
-        "canary": {"replicas": canary, "stable": stable, "weight": options.canary_weight},
-        "active": options.active_slot, "inactive": "green" if options.active_slot == "blue"
-        else "blue", "alerts": "alerts.yml" in assets, "dashboard": "dashboard.json" in assets,
-        "example": example, "workdir": options.ci_workdir,
-        "validate_args": shlex.join([MODEL_DIR, *options.validate_args]),
-        "memory_limit_bytes": _bytes(resources.memory_limit),
-    }
+    model = {"name": m.name, "app": app, "version": m.version, "flavor": m.flavor,
+             "task": package.signature.task, "python": ".".join(m.python.split(".")[:2]),
+             "example": example, "model_path": f"/models/{app}", "model_dir": MODEL_DIR}
+    image_ctx = {"image": image, "registry": registry_of(image),
+                 "image_ref": f"{image}:{m.version}", "base_image": options.base(m.python),
+                 "wheel": options.wheel, "port": options.port}
+    sizing = {"resources": resources, "aca": _aca_size(resources),
+              "cloud_run": {"cpu": "1", "memory": _mi_at_least(resources.memory_limit, 512)}}
+    rollout = {"replicas": options.replicas, "active": options.active_slot,
+               "inactive": "green" if options.active_slot == "blue" else "blue",
+               "canary": {"replicas": canary, "stable": stable,
+                          "weight": options.canary_weight}}
+    extras = {"options": options, "alerts": "alerts.yml" in assets,
+              "dashboard": "dashboard.json" in assets, "workdir": options.ci_workdir,
+              "validate_args": shlex.join([MODEL_DIR, *options.validate_args])}
+    return model | image_ctx | sizing | rollout | extras
 
 
 def registry_of(image: str) -> str:
@@ -182,7 +182,7 @@ def _environment() -> Any:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    env.filters["q"] = lambda value: json.dumps(value)
+    env.filters["q"] = json.dumps
     env.globals["gh"] = lambda expr: "${{ " + expr + " }}"  # a GitHub Actions expression
     return env
 

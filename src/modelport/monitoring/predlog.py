@@ -202,7 +202,11 @@ class PredictionLog:
         stop = False
         while not stop:
             records, markers, stop = self._collect()
-            self._write(records)
+            try:
+                self._write(records)
+            except Exception:  # e.g. an unreadable spool: keep the writer alive
+                log.exception("prediction log: writing a batch failed")
+                self._to_spool(records)
             for marker in markers:
                 marker.set()
         self._spool.close()
@@ -244,8 +248,9 @@ class PredictionLog:
         try:
             self._replay()
             if records:
-                self._store.insert(records)
-                self._count("written", len(records))
+                rejected = self._store.insert(records)
+                self._count("written", len(records) - rejected)
+                self._count("failed", rejected)
         except sa.exc.SQLAlchemyError as exc:
             if self._next_try == 0.0:
                 log.warning("prediction log: database unreachable (%s); spooling", exc)
@@ -259,11 +264,12 @@ class PredictionLog:
     def _replay(self) -> None:
         if not self._spool.pending():
             return
-        bad_before = self._spool.bad_lines
+        bad, rejected = self._spool.bad_lines, self._spool.rejected
         n = self._spool.replay(self._store.insert)
-        self._count("replayed", n)
-        self._count("written", n)
-        self._count("failed", self._spool.bad_lines - bad_before)
+        refused = self._spool.rejected - rejected
+        self._count("replayed", n - refused)
+        self._count("written", n - refused)
+        self._count("failed", refused + self._spool.bad_lines - bad)
 
     def _to_spool(self, records: list[Record]) -> None:
         if not records:

@@ -49,7 +49,7 @@ class FeedbackRecord:
 
 
 Record = PredictionRecord | FeedbackRecord
-_Insert = Callable[[list[Record]], None]
+_Insert = Callable[[list[Record]], int]
 
 
 @dataclass(frozen=True)
@@ -117,17 +117,17 @@ class Store:
 
         def key() -> list[Any]:
             return [
-                sa.Column("request_id", sa.String(128), primary_key=True),
+                sa.Column("request_id", sa.Text, primary_key=True),
                 sa.Column("row_index", sa.Integer, primary_key=True, autoincrement=False),
             ]
 
         self.predictions = sa.Table(
             f"{prefix}predictions", meta, *key(),
-            sa.Column("model", sa.String(200), primary_key=True),
-            sa.Column("version", sa.String(100), primary_key=True),
+            sa.Column("model", sa.Text, primary_key=True),
+            sa.Column("version", sa.Text, primary_key=True),
             sa.Column("ts", sa.Float, nullable=False, index=True),
-            sa.Column("route", sa.String(16), nullable=False),
-            sa.Column("arm", sa.String(100)),
+            sa.Column("route", sa.Text, nullable=False),
+            sa.Column("arm", sa.Text),
             sa.Column("latency_s", sa.Float, nullable=False),
             sa.Column("inputs", json, nullable=False),
             sa.Column("outputs", json, nullable=False),
@@ -139,16 +139,28 @@ class Store:
         )  # fmt: skip
         self.metadata = meta
 
-    def _insert(self, table: Any) -> Any:
+    def _insert_stmt(self, table: Any) -> Any:
         from sqlalchemy.dialects import postgresql, sqlite
 
         if self.url.get_backend_name() == "postgresql":
             return postgresql.insert(table)
         return sqlite.insert(table)
 
-    def insert(self, records: list[Record]) -> None:
-        """Write records in one transaction; keys already present are left as they are
-        (predictions) or updated to the latest label (feedback). Raises SQLAlchemyError."""
+    def insert(self, records: list[Record]) -> int:
+        """Write records; keys already present are left as they are (predictions) or updated
+        to the latest label (feedback). Returns how many records the database refused as
+        invalid (e.g. a NUL character PostgreSQL cannot store): a batch that fails that way is
+        retried record by record, so one bad record never blocks the others. Any other
+        database error (unreachable, ...) is raised as SQLAlchemyError."""
+        try:
+            self._insert_all(records)
+        except self._sa.exc.DataError:
+            if len(records) == 1:
+                return 1
+            return sum(self.insert([record]) for record in records)
+        return 0
+
+    def _insert_all(self, records: list[Record]) -> None:
         preds = [asdict(r) for r in records if isinstance(r, PredictionRecord)]
         labels = {
             (r.request_id, r.row_index): asdict(r) for r in records if isinstance(r, FeedbackRecord)
@@ -158,9 +170,9 @@ class Store:
             self._schema_ready = True
         with self.engine.begin() as conn:
             if preds:
-                conn.execute(self._insert(self.predictions).on_conflict_do_nothing(), preds)
+                conn.execute(self._insert_stmt(self.predictions).on_conflict_do_nothing(), preds)
             if labels:
-                stmt = self._insert(self.feedback)
+                stmt = self._insert_stmt(self.feedback)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["request_id", "row_index"],
                     set_={"label": stmt.excluded.label, "ts": stmt.excluded.ts},
@@ -204,6 +216,8 @@ class Spool:
         os.replace(creating, self.path)
         self.bad_lines = 0
         """Lines that could not be decoded on replay (a write torn by a crash)."""
+        self.rejected = 0
+        """Replayed records the database refused as invalid (see :meth:`Store.insert`)."""
 
     def append(self, records: list[Record]) -> None:
         """Append records durably (written and fsync'd before returning)."""
@@ -218,7 +232,7 @@ class Spool:
         return os.fstat(self._file.fileno()).st_size > 0 or bool(self._orphans())
 
     def replay(self, insert: _Insert, chunk: int = 500) -> int:
-        """Insert every spooled record, then empty the spools. Returns how many were replayed;
+        """Insert every spooled record, then empty the spools. Returns how many were read;
         on an insert error the spools stay as they are (replaying again is harmless)."""
         total = 0
         for path in self._orphans():
@@ -238,10 +252,10 @@ class Spool:
         for record in self._decode(handle):
             batch.append(record)
             if len(batch) >= chunk:
-                insert(batch)
+                self.rejected += insert(batch)
                 total, batch = total + len(batch), []
         if batch:
-            insert(batch)
+            self.rejected += insert(batch)
         handle.truncate(0)
         os.fsync(handle.fileno())
         return total + len(batch)

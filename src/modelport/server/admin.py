@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from modelport.errors import Conflict, InvalidInput, ModelNotFound
 from modelport.registry import Registry
-from modelport.server.rollout import AliasFollower, TrafficRouter, check_golden, load_ref
+from modelport.server.rollout import AliasFollower, TrafficRouter, check_golden, load_ref, retire
 from modelport.server.state import AppState, app_state, read_json
 from modelport.traffic import TrafficPolicy
 
@@ -64,7 +64,7 @@ def admin_router(registry: Registry | None, traffic: TrafficRouter,
             raise InvalidInput(f"{name}:{version} is in the traffic policy; change the policy "
                                "first", field="version")
         for served in app_state(request).repo.unload(name, version):
-            await served.batcher.aclose()
+            await retire(served)
         return {"unloaded": f"{name}:{version}"}
 
     @router.put("/models/{name}/aliases/{alias}")

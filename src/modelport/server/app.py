@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -14,7 +15,7 @@ from modelport.package import LoadedModel
 from modelport.server import native, probes, v1, v2
 from modelport.server.edge import OPEN_PATHS, EdgeMiddleware
 from modelport.server.errors import install_error_handlers
-from modelport.server.models import BatchHook, ModelRepository
+from modelport.server.models import BatchHook, ChangeHook, ModelRepository
 from modelport.server.openapi import install_openapi
 from modelport.server.state import AppState, PredictionHook
 
@@ -30,6 +31,7 @@ def create_app(
     *,
     on_prediction: Sequence[PredictionHook] = (),
     on_batch: BatchHook | None = None,
+    on_model_change: Sequence[ChangeHook] = (),
     extensions: Sequence[AppHook] = (),
 ) -> FastAPI:
     """An app serving ``models`` (each warmed with one prediction before it is ready).
@@ -38,13 +40,23 @@ def create_app(
     how monitoring, the registry follower and the admin API plug in.
     """
     repo = ModelRepository(settings, on_batch=on_batch)
+    repo.on_change.extend(on_model_change)
     state = AppState(settings, repo, list(on_prediction))
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(run()) for run in state.background]
         yield
         state.shutting_down = True
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await repo.aclose()
+        for close in state.closers:
+            try:
+                close()
+            except Exception:
+                _log.exception("closing %r failed", close)
 
     app = FastAPI(title="modelport", version=modelport.__version__, lifespan=lifespan,
                   description="Predictions over the native, V2 (Open Inference Protocol) and "

@@ -12,12 +12,10 @@ from fastapi import FastAPI
 from modelport.config import Settings
 from modelport.errors import ConfigError
 from modelport.package import LoadedModel, load_model
-from modelport.monitoring.drift import DriftMonitor
-from modelport.monitoring.profile import ReferenceProfile
 from modelport.registry import Registry
 from modelport.server.admin import admin_extension
 from modelport.server.app import AppHook, create_app
-from modelport.server.drift_routes import drift_router
+from modelport.server.monitoring import build_monitoring
 from modelport.server.rollout import follow_extension, load_ref
 
 __all__ = ["app_from_env", "build_app", "load_targets"]
@@ -100,25 +98,12 @@ def build_app(settings: Settings) -> FastAPI:
                 registry, model.name, alias, interval_s=settings.registry_poll_s,
                 grace_s=settings.swap_grace_s))
     extensions.append(admin_extension(registry))
-    monitors = drift_monitors([m for m, _ in resolved])
-    extensions.append(lambda app, _state: app.include_router(drift_router(lambda: monitors)))
-    hooks = [m.on_prediction for m in monitors.values()]
-    return create_app([m for m, _ in resolved], settings, extensions=extensions,
-                      on_prediction=hooks)
-
-
-def drift_monitors(models: list[LoadedModel]) -> dict[str, DriftMonitor]:
-    """A drift monitor for each model whose package has a reference profile."""
-    monitors: dict[str, DriftMonitor] = {}
-    for model in models:
-        ref = model.package.reference_path if model.package is not None else None
-        if ref is None:
-            _log.info("drift monitoring is off for %s: its package has no reference profile "
-                      "(add one with: modelport profile DATA --package PKG)", model.name)
-            continue
-        profile = ReferenceProfile.from_json(ref.read_text(encoding="utf-8"))
-        monitors[model.name] = DriftMonitor(profile, model.name, model.version)
-    return monitors
+    models = [m for m, _ in resolved]
+    monitoring = build_monitoring(settings, models)
+    extensions.append(monitoring.extend)
+    return create_app(models, settings, extensions=extensions,
+                      on_prediction=monitoring.on_prediction, on_batch=monitoring.on_batch,
+                      on_model_change=[monitoring.on_model_change])
 
 
 def _uses_registry(settings: Settings) -> bool:

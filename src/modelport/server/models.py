@@ -23,6 +23,8 @@ __all__ = ["ModelRepository", "ServedModel"]
 
 _log = logging.getLogger("modelport")
 BatchHook = Callable[["ServedModel", BatchStats], None]
+ChangeHook = Callable[["ServedModel", bool], None]
+"""Told when a version starts (True, with its load time in ``loaded_at``) or stops serving."""
 
 
 @dataclass
@@ -33,6 +35,7 @@ class ServedModel:
     batcher: MicroBatcher
     ready: bool = False
     loaded_at: float = field(default_factory=time.time)
+    warm_s: float = 0.0
 
     @property
     def name(self) -> str:
@@ -66,13 +69,16 @@ class ModelRepository:
         self._default: dict[str, str] = {}
         self._sources: dict[str, LoadedModel] = {}
         self.primary: str | None = None
+        self.on_change: list[ChangeHook] = []
 
     def serve(self, loaded: LoadedModel, *, default: bool = True) -> ServedModel:
         """Add (and warm) a loaded model; make it the name's default version unless told not."""
         holder: list[ServedModel] = []
         served = ServedModel(loaded, self._batcher(loaded, holder))
         holder.append(served)
+        started = time.perf_counter()
         served.warm_up()
+        served.warm_s = time.perf_counter() - started
         versions = self._versions.setdefault(loaded.name, {})
         old = versions.get(loaded.version)
         versions[loaded.version] = served
@@ -83,7 +89,15 @@ class ModelRepository:
             self.primary = loaded.name
         if old is not None:
             _log.info("replaced %s:%s", loaded.name, loaded.version)
+        self._notify(served, True)
         return served
+
+    def _notify(self, served: ServedModel, serving: bool) -> None:
+        for hook in self.on_change:
+            try:
+                hook(served, serving)
+            except Exception:
+                _log.exception("model change hook %r failed", hook)
 
     def unload(self, name: str, version: str | None = None) -> list[ServedModel]:
         """Stop serving a model (all versions when ``version`` is None); returns what left."""
@@ -93,6 +107,7 @@ class ModelRepository:
         gone = list(versions.values()) if version is None else [self.get(name, version)]
         for served in gone:
             versions.pop(served.version, None)
+            self._notify(served, False)
         if not versions:
             self._versions.pop(name, None)
             self._default.pop(name, None)

@@ -93,6 +93,9 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             self.metrics.request_finished(route)
+            matched = getattr(scope.get("route"), "path", None)  # set by the router
+            if matched is not None and matched != route:
+                route = self._learn(scope, str(matched))
             self._observe(scope, route, status, time.perf_counter() - start)
 
     def _observe(self, scope: Scope, route: str, status: int, seconds: float) -> None:
@@ -111,14 +114,22 @@ class ObservabilityMiddleware:
             self._templates[key] = found
         return found
 
+    def _learn(self, scope: Scope, template: str) -> str:
+        """Remember the template the router matched (included routers hide it from
+        ``matches``), so the next request of this path is labelled right from the start."""
+        self._templates[(scope["method"], scope.get("root_path", ""), scope["path"])] = template
+        return template
+
     def _match(self, scope: Scope) -> str:
         partial = None
         for route in self._routes():
-            match, _ = route.matches(scope)
+            match, child = route.matches(scope)
+            # an included router answers with the matched route in its child scope
+            path = str(getattr(child.get("route", route), "path", UNMATCHED))
             if match == Match.FULL:
-                return str(getattr(route, "path", UNMATCHED))
+                return path
             if match == Match.PARTIAL and partial is None:  # path matched, method did not
-                partial = str(getattr(route, "path", UNMATCHED))
+                partial = path
         return partial or UNMATCHED
 
 

@@ -29,15 +29,17 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import FastAPI
 
-from modelport.errors import ModelLoadError, ModelportError
+from modelport.batching import MicroBatcher
+from modelport.errors import ModelLoadError, ModelportError, PredictionError, RequestTimeout
 from modelport.package import LoadedModel, load_model
 from modelport.registry import Registry
-from modelport.server.models import ModelRepository
+from modelport.server.models import ModelRepository, ServedModel
 from modelport.server.state import AppState
 from modelport.traffic import Assignment, TrafficPolicy
+from modelport.types import Columns, Outputs
 
 __all__ = ["AliasFollower", "FollowEvent", "FollowStatus", "TrafficRouter", "check_golden",
-           "follow_extension", "load_ref"]
+           "follow_extension", "load_ref", "retire"]
 
 _log = logging.getLogger("modelport")
 Loader = Callable[[Path], LoadedModel]
@@ -197,9 +199,51 @@ class AliasFollower:
         await asyncio.sleep(self.grace_s)
         if self.repo.default_version(self.name) == version:
             return  # moved back meanwhile
-        with contextlib.suppress(ModelportError):
-            for served in self.repo.unload(self.name, version):
-                await served.batcher.aclose()
+        try:
+            gone = self.repo.unload(self.name, version)
+        except ModelportError:  # unloaded meanwhile (admin API)
+            return
+        for served in gone:
+            await retire(served)
+
+
+async def retire(served: ServedModel) -> None:
+    """Stop the batcher of a version that was just unloaded without failing any request that
+    picked the version before: the queue and the batch being computed finish on it, and a
+    request that still holds the version afterwards is answered by its model directly."""
+    old = served.batcher
+    served.batcher = _Retired(served.loaded.runtime.predict)
+    sig = served.signature
+    # One worker takes batches in order: once this answer is back, nothing is in flight, and
+    # aclose() cannot cancel a batch mid-call (its requests would wait for their timeout).
+    with contextlib.suppress(Exception):
+        await old.submit(sig.from_records([sig.example_record()], unseen="pass"),
+                         timeout_s=60.0)
+    await old.aclose()
+
+
+class _Retired(MicroBatcher):
+    """Stands in for a retired version's batcher: each late request runs on its own in a
+    thread (no worker task, no thread of its own left behind once the last one is done)."""
+
+    def __init__(self, predict: Callable[[Columns], Outputs]) -> None:
+        super().__init__(predict)
+        self._direct = predict
+
+    async def submit(self, batch: Columns, *, timeout_s: float | None = None) -> Outputs:
+        """Outputs for ``batch``, computed alone."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._direct, batch), timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no answer within {timeout_s:g} s") from None
+        except ModelportError:
+            raise
+        except Exception as exc:
+            raise PredictionError(f"the model failed on this input ({type(exc).__name__})"
+                                  ) from exc
+
+    async def aclose(self) -> None:
+        """Nothing to stop."""
 
 
 class TrafficRouter:

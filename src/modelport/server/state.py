@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,10 @@ class AppState:
     """Prediction requests being computed now (shown by ``/ready``)."""
     shadow_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     """Mirrored requests to shadow versions, running off the hot path (bounded)."""
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    """Coroutines run for the app's lifetime (cancelled at shutdown)."""
+    closers: list[Callable[[], None]] = field(default_factory=list)
+    """Called once at shutdown, after in-flight requests finished (flush logs, …)."""
 
 
 def app_state(request: Request) -> AppState:
@@ -80,7 +84,7 @@ async def predict(request: Request, served: ServedModel, batch: Columns, route: 
     for version in getattr(request.state, "shadow", ()):
         if len(state.shadow_tasks) < MAX_SHADOW_TASKS:
             task = asyncio.get_running_loop().create_task(
-                _shadow(state, served, version, batch, outputs, rid))
+                _shadow(state, served, version, batch=batch, answer=outputs, request_id=rid))
             state.shadow_tasks.add(task)
             task.add_done_callback(state.shadow_tasks.discard)
     return outputs
@@ -94,7 +98,7 @@ def _emit(state: AppState, event: PredictionEvent) -> None:
             _log.exception("prediction callback %r failed", hook)
 
 
-async def _shadow(state: AppState, primary: ServedModel, version: str, batch: Columns,
+async def _shadow(state: AppState, primary: ServedModel, version: str, *, batch: Columns,
                   answer: Outputs, request_id: str) -> None:
     """Mirror a request to a candidate version; record both answers and their disagreement."""
     started = time.perf_counter()

@@ -181,8 +181,10 @@ def _golden_check(pkg: Package, loaded: LoadedModel) -> Check:
     out = loaded.runtime.predict(pkg.signature.from_records(golden["inputs"]))
     expected = golden["predictions"]
     got = np.asarray(out.predictions).tolist()
+    if len(got) != len(expected):
+        return Check("golden", "fail", f"{len(got)} predictions for {len(expected)} recorded")
     if got != expected:
-        bad = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
+        bad = next(i for i, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b)
         return Check("golden", "fail", f"row {bad}: predicted {got[bad]!r}, recorded "
                                        f"{expected[bad]!r} at pack time")
     if golden.get("probabilities") is not None and out.probabilities is not None:

@@ -1,0 +1,134 @@
+"""Plug monitoring into the app: Prometheus metrics, the prediction log, drift, alerts.
+
+Everything here is a callable handed to :func:`~modelport.server.app.create_app`: prediction
+hooks, a batch hook, a model-change hook, and one extension that mounts the routes and starts
+the periodic drift evaluation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from modelport.batching import BatchStats
+from modelport.config import Settings
+from modelport.monitoring.alerts import WebhookAlerter
+from modelport.monitoring.drift import DriftMonitor
+from modelport.monitoring.metrics import Metrics
+from modelport.monitoring.predlog import PredictionLog
+from modelport.monitoring.profile import ReferenceProfile
+from modelport.package import LoadedModel, file_sha256
+from modelport.server.drift_routes import drift_router
+from modelport.server.models import ServedModel
+from modelport.server.observability import install_observability
+from modelport.server.state import AppState, PredictionHook
+from modelport.types import PredictionEvent
+
+__all__ = ["Monitoring", "build_monitoring"]
+
+_log = logging.getLogger("modelport")
+
+
+@dataclass
+class Monitoring:
+    """The monitoring parts of one app and the hooks that feed them."""
+
+    metrics: Metrics
+    predlog: PredictionLog | None = None
+    alerter: WebhookAlerter | None = None
+    drift: dict[str, DriftMonitor] = field(default_factory=dict)
+    drift_check_s: float = 15.0
+
+    @property
+    def on_prediction(self) -> list[PredictionHook]:
+        """Prediction hooks: metrics, the log, and each model's drift monitor."""
+        hooks: list[PredictionHook] = [self.metrics.on_prediction, self._drift_event]
+        if self.predlog is not None:
+            hooks.append(self.predlog.on_prediction)
+        return hooks
+
+    def _drift_event(self, event: PredictionEvent) -> None:
+        monitor = self.drift.get(event.model)
+        if monitor is not None:
+            monitor.on_prediction(event)
+
+    def on_batch(self, served: ServedModel, stats: BatchStats) -> None:
+        """Batch size, queue delay and inference time per model call."""
+        self.metrics.observe_batch(served.name, served.version, stats.rows,
+                                   stats.queue_delay_s, stats.inference_s)
+
+    def on_model_change(self, served: ServedModel, serving: bool) -> None:
+        """Register a version's metric labels (bounded cardinality) or drop them."""
+        name, version = served.name, served.version
+        if not serving:
+            self.metrics.remove_model(name, version)
+            return
+        pkg = served.loaded.package
+        ref = pkg.reference_path if pkg is not None else None
+        ref_hash = file_sha256(ref)[:12] if ref is not None else ""
+        self.metrics.set_model_info(name, version, flavor=served.loaded.runtime.flavor,
+                                    reference_hash=ref_hash)
+        self.metrics.set_model_ready(name, version, served.ready)
+        self.metrics.observe_model_load(name, version, served.warm_s)
+        monitor = self.drift.get(name)
+        if ref is not None and (monitor is None or monitor.version != version):
+            self.drift[name] = _drift_monitor(served.loaded, ref.read_text(encoding="utf-8"))
+
+    def extend(self, app: FastAPI, state: AppState) -> None:
+        """Mount ``/metrics``, ``/feedback``, ``/monitoring/drift``; start the drift checks."""
+        app.include_router(drift_router(lambda: self.drift))
+        on_request = self.alerter.observe if self.alerter is not None else None
+        install_observability(app, metrics=self.metrics, predlog=self.predlog,
+                              on_request=on_request)
+        state.background.append(self._check_drift_forever)
+        if self.predlog is not None:
+            state.closers.append(self.predlog.close)
+        if self.alerter is not None:
+            state.closers.append(self.alerter.close)
+
+    async def _check_drift_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.drift_check_s)
+            self.check_drift()
+
+    def check_drift(self) -> None:
+        """Evaluate every model's drift window: metrics gauges, and alerts on changes."""
+        for name, monitor in list(self.drift.items()):
+            report = monitor.status()
+            for feat in (*report.features, *report.predictions):
+                score = feat.score if feat.score is not None else float("nan")
+                self.metrics.set_drift(name, feat.name, feat.method, score, feat.status)
+                if self.alerter is not None:
+                    self.alerter.on_drift(name, feat.name, feat.status, feat.score)
+
+
+def _drift_monitor(model: LoadedModel, profile_json: str) -> DriftMonitor:
+    profile = ReferenceProfile.from_json(profile_json)
+    return DriftMonitor(profile, model.name, model.version)
+
+
+def build_monitoring(settings: Settings, models: Sequence[LoadedModel]) -> Monitoring:
+    """Metrics always; the prediction log and alerts when configured; drift for every model
+    whose package has a reference profile."""
+    metrics = Metrics(multiprocess_dir=settings.metrics_multiproc_dir)
+    predlog = None
+    if settings.log_db:
+        predlog = PredictionLog(settings.log_db, spool_dir=settings.log_spool_dir,
+                                sample_rate=settings.log_sample_rate,
+                                on_count=metrics.count_predlog)
+    alerter = WebhookAlerter(settings.alert_webhook) if settings.alert_webhook else None
+    drift: dict[str, DriftMonitor] = {}
+    for model in models:
+        ref = model.package.reference_path if model.package is not None else None
+        if ref is None:
+            _log.info("drift monitoring is off for %s: no reference profile (add one with: "
+                      "modelport profile DATA --package PKG)", model.name)
+            continue
+        drift[model.name] = _drift_monitor(model, ref.read_text(encoding="utf-8"))
+    return Monitoring(metrics, predlog, alerter, drift, settings.drift_check_s)
+
+
