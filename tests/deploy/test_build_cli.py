@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import stat
 import subprocess
 import sys
@@ -132,3 +133,13 @@ def test_fetch_model_refuses_an_archive_whose_sha256_differs(
     assert proc.returncode != 0
     assert "sha256" in proc.stderr
     assert not (tmp_path / "models" / "heart").exists()
+
+
+def test_sizing_measures_peak_memory_after_loading(heart_package: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process here; ``modelport build`` runs it as ``python -m`` in a fresh process."""
+    from modelport.deploy import sizing
+
+    assert sizing.main([str(heart_package)]) == 0
+    profile = json.loads(capsys.readouterr().out)
+    assert profile["loaded_bytes"] >= profile["baseline_bytes"] > 50 * 2**20

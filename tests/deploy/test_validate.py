@@ -187,3 +187,18 @@ def test_cli_exits_one_when_a_check_fails(heart_package: Path, heart_dir: Path) 
     assert not report["passed"]
     assert {"name": "auc", "status": "fail"}.items() <= next(
         c for c in report["checks"] if c["name"] == "auc").items()
+
+
+def test_cli_table_names_each_check_and_the_metrics(heart_package: Path,
+                                                    heart_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from modelport.cli import app
+
+    result = CliRunner().invoke(app, ["validate", str(heart_package), "--data",
+                                      str(heart_dir / "heart.csv"), "--target", "condition"],
+                                env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    for word in ("integrity", "library scikit-learn", "signature", "golden", "metric auc",
+                 "PASSED"):
+        assert word in result.output

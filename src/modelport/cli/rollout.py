@@ -102,9 +102,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="rollout")
 
 
-def status(url: Url, model: Annotated[str | None, typer.Option(
-        "--model", help="Only this model", show_default=False)] = None,
-           api_key: ApiKey = None, timeout: Timeout = 30.0, as_json: Json = False) -> None:
+def status(
+    url: Url,
+    model: Annotated[str | None, typer.Option("--model", help="Only this model",
+                                              show_default=False)] = None,
+    api_key: ApiKey = None, timeout: Timeout = 30.0, as_json: Json = False,
+) -> None:
     """What the server serves: versions, the default one, traffic policy, alias following."""
     client = AdminClient(url, api_key=api_key, timeout=timeout)
     models = {model: client.model(model)} if model else client.models()

@@ -7,6 +7,7 @@ response buffering.
 from __future__ import annotations
 
 import hmac
+import itertools
 import logging
 import time
 import uuid
@@ -33,6 +34,10 @@ class EdgeMiddleware:
         self.keys = [k.encode() for k in api_keys]
         self.max_body = max_body_bytes
         self.open_paths = frozenset(open_paths)
+        # ids: a random prefix per app (per worker process) and a counter, as unique as uuid4
+        # and without a system call per request
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,23 +45,22 @@ class EdgeMiddleware:
             return
         started = time.perf_counter()
         headers = dict(scope["headers"])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        given = headers.get(b"x-request-id")
+        rid = (given.decode("latin-1")[:128] if given else "") or self._new_id()
         state = scope.setdefault("state", {})
         state["request_id"] = rid
-        status = [500]
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status[0] = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", rid.encode("latin-1"))]
+                status = message["status"]
+                added = [(b"x-request-id", rid.encode("latin-1"))]
                 model = state.get("model")
                 if model is not None:
-                    message["headers"] += [(b"x-model-name", model.encode()),
-                                           (b"x-model-version", state["version"].encode())]
-                    arm = state.get("arm")
-                    if arm is not None:
-                        message["headers"].append((b"x-model-arm", arm.encode()))
+                    added += [(b"x-model-name", model.encode()),
+                              (b"x-model-version", state["version"].encode())]
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
         try:
@@ -64,9 +68,14 @@ class EdgeMiddleware:
             if refusal is not None:
                 await _send_json(send_with_id, *refusal)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
+            # a declared length was checked above and the server reads no more than it
+            limited = receive if b"content-length" in headers else self._limited(receive)
+            await self.app(scope, limited, send_with_id)
         finally:
-            _log_access(scope, state, rid, status[0], time.perf_counter() - started)
+            _log_access(scope, state, rid, status, time.perf_counter() - started)
+
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     def _refusal(self, path: str, headers: dict[bytes, bytes]) -> tuple[int, str, Any] | None:
         if self.keys and path not in self.open_paths and not self._authorized(headers):
@@ -116,7 +125,11 @@ def _log_access(scope: Scope, state: dict[str, Any], rid: str, status: int,
                 seconds: float) -> None:
     if not _access.isEnabledFor(logging.INFO):
         return
-    _access.info("request", extra={"fields": {
+    # makeRecord + handle is what Logger.info does, minus the stack walk that finds the
+    # caller's file and line (a good share of the cost, and unused by the JSON formatter)
+    record = _access.makeRecord(_access.name, logging.INFO, "", 0, "request", (), None,
+                                extra={"fields": {
         "request_id": rid, "method": scope["method"], "path": scope["path"], "status": status,
         "latency_ms": round(seconds * 1000, 3), "model": state.get("model"),
         "version": state.get("version")}})
+    _access.handle(record)

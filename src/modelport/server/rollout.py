@@ -212,13 +212,7 @@ async def retire(served: ServedModel) -> None:
     picked the version before: the queue and the batch being computed finish on it, and a
     request that still holds the version afterwards is answered by its model directly."""
     old = served.batcher
-    served.batcher = _Retired(served.loaded.runtime.predict)
-    sig = served.signature
-    # One worker takes batches in order: once this answer is back, nothing is in flight, and
-    # aclose() cannot cancel a batch mid-call (its requests would wait for their timeout).
-    with contextlib.suppress(Exception):
-        await old.submit(sig.from_records([sig.example_record()], unseen="pass"),
-                         timeout_s=60.0)
+    served.batcher = _Retired(served.loaded.runtime.predict)  # before the close: no gap
     await old.aclose()
 
 

@@ -12,6 +12,7 @@ from starlette.responses import Response
 import modelport
 from modelport.errors import ModelNotFound
 from modelport.server.models import ServedModel
+from modelport.server.rollout import retire
 from modelport.server.state import app_state, predict, resolve_model
 from modelport.server.v2codec import decode_request, encode_response, feature_datatype, to_columns
 
@@ -137,5 +138,5 @@ async def repository_unload(request: Request, name: str) -> Response:
     """Stop serving a model; it stays in the index and can be loaded again."""
     gone = app_state(request).repo.unload(name)
     for served in gone:
-        await served.batcher.aclose()
+        await retire(served)
     return _json({})
