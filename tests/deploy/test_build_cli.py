@@ -92,6 +92,11 @@ def test_gate_threshold_needs_a_known_name(heart_package: Path, heart_dir: Path,
     assert "--gate" in str(result.exception)  # type: ignore[attr-defined]
 
 
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No access log on the test output."""
+
+
 @pytest.fixture()
 def archive_server(heart_package: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A tar.gz of the example package served on 127.0.0.1: (URL, sha256)."""
@@ -100,8 +105,7 @@ def archive_server(heart_package: Path, tmp_path: Path) -> Iterator[tuple[str, s
     archive = site / "heart.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(heart_package, arcname=".")
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
-    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    handler = partial(_QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
