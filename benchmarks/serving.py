@@ -117,7 +117,7 @@ def main() -> None:
             for s in servers:
                 wait_ready(s)
             check_answers(servers, model_path, records)
-            cells = drive(servers, wrk, records, duration, load_cpu, tmp)
+            cells = drive(servers, wrk, records, duration=duration, cpu=load_cpu, tmp=tmp)
             rss = {s.name: rss_mb(s) for s in servers}
         finally:
             for s in servers:
@@ -263,7 +263,7 @@ def check_answers(servers: list[Server], model_path: Path, records: list[dict[st
                                       else "valid answers (a constant)"), flush=True)
 
 
-def drive(servers: list[Server], wrk: str, records: list[dict[str, Any]], duration: float,
+def drive(servers: list[Server], wrk: str, records: list[dict[str, Any]], *, duration: float,
           cpu: int | None, tmp: Path) -> list[Cell]:
     """Every workload against every server, servers taking turns."""
     single = json.dumps({"features": records[0]})
@@ -274,8 +274,8 @@ def drive(servers: list[Server], wrk: str, records: list[dict[str, Any]], durati
             script = tmp / f"{s.name}-{rows}.lua"
             script.write_text(LUA.replace("BODY", single if rows == 1 else batch))
             url = s.url(s.single if rows == 1 else s.batch)
-            run_wrk(wrk, url, script, conc, min(1.0, duration / 3), cpu)  # warm-up
-            out = run_wrk(wrk, url, script, conc, duration, cpu)
+            run_wrk(wrk, url, script, conc=conc, duration=min(1.0, duration / 3), cpu=cpu)
+            out = run_wrk(wrk, url, script, conc=conc, duration=duration, cpu=cpu)
             cells.append(cell(s.name, label, conc, rows, out))
             c = cells[-1]
             print(f"{label:14} {s.name:17} {c.req_s:9.0f} req/s  p50 {c.p50_ms:7.2f} ms  "
@@ -283,7 +283,7 @@ def drive(servers: list[Server], wrk: str, records: list[dict[str, Any]], durati
     return cells
 
 
-def run_wrk(wrk: str, url: str, script: Path, conc: int, duration: float,
+def run_wrk(wrk: str, url: str, script: Path, *, conc: int, duration: float,
             cpu: int | None) -> dict[str, Any]:
     """One wrk run; the summary its Lua ``done`` printed."""
     argv = [wrk, "-t1", f"-c{conc}", f"-d{duration:g}s", "--timeout", "5s", "-s", str(script),

@@ -76,6 +76,7 @@ class MicroBatcher:
         self._last_batch_requests = 0
         self._busy = False  # a model call is running (or a drain is scheduled)
         self._seen = 0  # queue length at the last look, to tell whether requests still arrive
+        self._turn_taken = False  # a request was answered alone in this turn of the loop
 
     @property
     def queued(self) -> int:
@@ -88,6 +89,8 @@ class MicroBatcher:
             raise Overloaded(f"{len(self._queue)} requests are waiting for the model; retry "
                              "shortly", retry_after=1.0)
         loop = asyncio.get_running_loop()
+        if self._alone():
+            return self._run_alone(loop, batch)
         future: asyncio.Future[Outputs] = loop.create_future()
         self._queue.append(_Pending(batch, future, time.perf_counter()))
         if not self._busy:
@@ -100,6 +103,26 @@ class MicroBatcher:
             return await future
         finally:
             deadline.cancel()
+
+    def _alone(self) -> bool:
+        """Whether this request can be answered right here: the model is idle and cheap, the
+        last call was not a batch (no sustained load) and no other request came this turn."""
+        ewma = self._call_ewma_s
+        return (not self._busy and not self._turn_taken and ewma is not None
+                and ewma < self.inline_below_s and self._last_batch_requests <= 1)
+
+    def _run_alone(self, loop: asyncio.AbstractEventLoop, batch: Columns) -> Outputs:
+        """One request, one call, no queue: the idle server's path (no batching penalty)."""
+        self._turn_taken = True  # requests arriving in this same turn queue and batch up
+        loop.call_soon(self._new_turn)
+        (result,), inference = self._compute([batch])
+        self._record(1, batch.n_rows, 0.0, inference)
+        if isinstance(result, Exception):
+            raise _prediction_error(result)
+        return result
+
+    def _new_turn(self) -> None:
+        self._turn_taken = False
 
     async def aclose(self) -> None:
         """Stop after the queue drained (used on shutdown and hot swap)."""
@@ -179,9 +202,6 @@ class MicroBatcher:
 
     def _finish(self, loop: asyncio.AbstractEventLoop, taken: list[_Pending], started: float,
                 results: list[_Result], inference: float) -> None:
-        ewma = self._call_ewma_s
-        self._call_ewma_s = inference if ewma is None else 0.8 * ewma + 0.2 * inference
-        self._last_batch_requests = len(taken)
         for pending, result in zip(taken, results, strict=True):
             if pending.future.done():
                 continue
@@ -189,13 +209,20 @@ class MicroBatcher:
                 pending.future.set_exception(_prediction_error(result))
             else:
                 pending.future.set_result(result)
-        if self._on_batch is not None:
-            rows = sum(p.batch.n_rows for p in taken)
-            self._on_batch(BatchStats(len(taken), rows, started - taken[0].enqueued, inference))
+        rows = sum(p.batch.n_rows for p in taken)
+        self._record(len(taken), rows, started - taken[0].enqueued, inference)
         if self._queue:
             loop.call_soon(self._drain, loop)
         else:
             self._busy = False
+
+
+    def _record(self, requests: int, rows: int, delay: float, inference: float) -> None:
+        ewma = self._call_ewma_s
+        self._call_ewma_s = inference if ewma is None else 0.8 * ewma + 0.2 * inference
+        self._last_batch_requests = requests
+        if self._on_batch is not None:
+            self._on_batch(BatchStats(requests, rows, delay, inference))
 
 
 def _outcome(done: asyncio.Future[tuple[list[_Result], float]],

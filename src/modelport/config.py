@@ -80,6 +80,19 @@ class Settings(BaseSettings):
     registry_store: Path = Path(".modelport/artifacts")
     """Directory of the content-addressed artifact store."""
 
+    prediction_cache: Literal["off", "memory", "redis"] = "off"
+    """Answer identical rows from a cache keyed by model version + row: in process (LRU) or
+    in Redis (shared by replicas)."""
+
+    cache_max_entries: int = 100_000
+    """Rows the in-memory cache keeps."""
+
+    cache_redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis for ``prediction_cache=redis``."""
+
+    cache_ttl_s: float = 3600.0
+    """How long a cached answer lives in Redis."""
+
     log_db: str | None = None
     """Prediction log: an SQLAlchemy URL (``sqlite:///predictions.db`` or
     ``postgresql+psycopg://…``); unset = no prediction log."""

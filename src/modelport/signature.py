@@ -11,6 +11,7 @@ naming the row and the field.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -169,15 +170,31 @@ class Signature:
     ) -> Columns:
         """Validate objects keyed by feature name (``{"age": 63, ...}``) into columns."""
         _check_count(len(records), max_rows)
-        expected = self.name_set
-        for i, rec in enumerate(records):
-            if type(rec) is not dict and not isinstance(rec, Mapping):
-                raise InvalidInput(f"expected an object keyed by feature name, got {_kind(rec)}",
-                                   row=i)
-            if rec.keys() != expected:
-                _raise_key_mismatch(rec, expected, self.names, i)
-        raw = {name: [rec[name] for rec in records] for name in self.names}
+        raw = self._plain_records(records)
+        if raw is None:
+            expected = self.name_set
+            for i, rec in enumerate(records):
+                if not isinstance(rec, Mapping):
+                    raise InvalidInput(f"expected an object keyed by feature name, got "
+                                       f"{_kind(rec)}", row=i)
+                if rec.keys() != expected:
+                    _raise_key_mismatch(rec, expected, self.names, i)
+            raw = {name: [rec[name] for rec in records] for name in self.names}
         return self._typed(raw, len(records), unseen)
+
+    def _plain_records(self, records: Sequence[Any]) -> dict[str, Any] | None:
+        """Columns of ``records`` when all are dicts with exactly the features as keys (then
+        transposed in C), else ``None``: the caller checks record by record and says which."""
+        width = len(self.names)
+        if set(map(type, records)) != {dict} or set(map(len, records)) != {width}:
+            return None
+        try:  # same size and every feature present: the same keys
+            rows = list(map(operator.itemgetter(*self.names), records))
+        except KeyError:
+            return None
+        if width == 1:
+            return {self.names[0]: rows}
+        return dict(zip(self.names, zip(*rows, strict=True), strict=True))
 
     def from_rows(
         self, rows: Sequence[Any], *, unseen: UnseenPolicy = "reject", max_rows: int = 0
@@ -233,7 +250,8 @@ def _check_count(n: int, max_rows: int) -> None:
 
 
 def _raise_key_mismatch(
-    given: Mapping[str, Any], expected: set[str], order: Sequence[str], row: int | None
+    given: Mapping[str, Any], expected: frozenset[str] | set[str], order: Sequence[str],
+    row: int | None,
 ) -> None:
     missing = [n for n in order if n not in given]
     if missing:
@@ -260,7 +278,7 @@ def _kind(value: Any) -> str:
 
 
 def _column(feat: Feature, values: Any, unseen: UnseenPolicy) -> npt.NDArray[Any]:
-    if type(values) is list and len(values) <= _FAST_MAX_ROWS:
+    if type(values) in (list, tuple) and len(values) <= _FAST_MAX_ROWS:
         fast = _fast_column(feat, values, unseen)
         if fast is not None:
             return fast
@@ -276,7 +294,9 @@ def _column(feat: Feature, values: Any, unseen: UnseenPolicy) -> npt.NDArray[Any
     return col
 
 
-def _fast_column(feat: Feature, values: list[Any], unseen: UnseenPolicy) -> Any:
+def _fast_column(
+    feat: Feature, values: Sequence[Any], unseen: UnseenPolicy
+) -> npt.NDArray[Any] | None:
     """The column when every value is a plain JSON scalar of the feature's type and known
     category, else ``None`` (the general path then decides, and words any error). Python-level
     set checks here beat numpy's per-call overhead up to a few thousand rows."""
@@ -284,7 +304,8 @@ def _fast_column(feat: Feature, values: list[Any], unseen: UnseenPolicy) -> Any:
     present = set(map(type, values))
     if not types.issuperset(present):
         return None
-    if int in present and not _INT64_MIN <= min(values) <= max(values) <= _INT64_MAX:
+    if (dtype is np.float64 and int in present
+            and not _INT64_MIN <= min(values) <= max(values) <= _INT64_MAX):
         return None  # numpy would make these uint64 or object: the general path decides
     if feat.categories is not None and unseen == "reject" and (
             feat.known is None or not feat.known.issuperset(values)):
@@ -292,12 +313,14 @@ def _fast_column(feat: Feature, values: list[Any], unseen: UnseenPolicy) -> Any:
     try:
         if dtype is np.float64 and not math.isfinite(sum(values)):
             return None
+        col: npt.NDArray[Any]
         if dtype is object:
             col = np.empty(len(values), dtype=object)
             col[:] = values
-            return col
-        return np.array(values, dtype=dtype)
-    except (OverflowError, TypeError, ValueError):  # ints past 64 bits and the like
+        else:
+            col = np.array(values, dtype=dtype)
+        return col
+    except (OverflowError, TypeError, ValueError):  # ints past int64 and the like
         return None
 
 

@@ -156,3 +156,21 @@ def test_v2_matrix_input_for_an_all_numeric_model() -> None:
         out = c.post("/v2/models/adder/infer", json=body).json()["outputs"][0]
         assert out["data"] == [3.0, 7.0]
         assert np.asarray(out["shape"]).tolist() == [2]
+
+
+def test_prediction_cache_answers_repeated_rows_and_counts_hits(heart_package: Path,
+                                                                records: list[dict[str, Any]]
+                                                                ) -> None:
+    from modelport.server.factory import build_app
+
+    app = build_app(Settings(model=[str(heart_package)], prediction_cache="memory"))
+    with TestClient(app) as c:
+        first = c.post("/predict", json={"instances": records[:3]}).json()
+        again = c.post("/predict", json={"instances": records[:4]}).json()
+        metrics = c.get("/metrics").text
+    assert again["predictions"][:3] == first["predictions"]
+    assert again["probabilities"][:3] == first["probabilities"]
+    assert 'modelport_cache_lookups_total{model="heart",result="hit",version="1.0.0"} 3.0' \
+        in metrics
+    assert 'modelport_cache_lookups_total{model="heart",result="miss",version="1.0.0"} 4.0' \
+        in metrics

@@ -107,6 +107,10 @@ class Metrics:
             ["route"], registry=reg, multiprocess_mode="livesum",
         )  # fmt: skip
         self.predictions = pc.Counter("modelport_predictions", "Rows predicted.", mv, registry=reg)
+        self.cache_lookups = pc.Counter(
+            "modelport_cache_lookups", "Prediction-cache row lookups, by result (hit, miss).",
+            [*mv, "result"], registry=reg,
+        )  # fmt: skip
         self._define_state(pc)
 
     def _define_state(self, pc: Any) -> None:
@@ -214,6 +218,14 @@ class Metrics:
         self.batch_size.labels(*labels).observe(size)
         self.queue_delay.labels(*labels).observe(queue_delay_s)
         self.inference_duration.labels(*labels).observe(inference_s)
+
+    def count_cache(self, model: str, version: str, hits: int, misses: int) -> None:
+        """Prediction-cache lookups of one request (``cached_predict(on_lookup=...)``)."""
+        labels = self.labels_for(model, version)
+        if hits:
+            self.cache_lookups.labels(*labels, "hit").inc(hits)
+        if misses:
+            self.cache_lookups.labels(*labels, "miss").inc(misses)
 
     def count_predlog(self, outcome: str, n: int) -> None:
         """Callback for :class:`~modelport.monitoring.predlog.PredictionLog` counters."""

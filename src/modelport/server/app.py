@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -46,6 +48,10 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(run()) for run in state.background]
+        # models and their imports are long-lived: move them out of the collector's sight so
+        # full collections (tens of ms with pandas/sklearn loaded) stop stalling requests
+        gc.collect()
+        gc.freeze()
         yield
         state.shutting_down = True
         for task in tasks:
@@ -54,7 +60,9 @@ def create_app(
         await repo.aclose()
         for close in state.closers:
             try:
-                close()
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
             except Exception:
                 _log.exception("closing %r failed", close)
 
@@ -62,7 +70,7 @@ def create_app(
                   description="Predictions over the native, V2 (Open Inference Protocol) and "
                               "V1 (KServe) protocols.")
     app.state.modelport = state
-    for router in (probes.router, native.router, v2.router, v1.router):
+    for router in (native.router, probes.router, v2.router, v1.router):
         app.include_router(router)
     install_error_handlers(app)
     install_openapi(app, state)

@@ -60,6 +60,9 @@ class EdgeMiddleware:
                 if model is not None:
                     added += [(b"x-model-name", model.encode()),
                               (b"x-model-version", state["version"].encode())]
+                    arm = state.get("arm")
+                    if arm is not None:
+                        added.append((b"x-model-arm", arm.encode()))
                 message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from fastapi import FastAPI
 
+from modelport.cache import LookupHook, LRUCache, RedisCache
 from modelport.config import Settings
 from modelport.errors import ConfigError
 from modelport.package import LoadedModel, load_model
@@ -17,6 +18,7 @@ from modelport.server.admin import admin_extension
 from modelport.server.app import AppHook, create_app
 from modelport.server.monitoring import build_monitoring
 from modelport.server.rollout import follow_extension, load_ref
+from modelport.server.state import AppState
 
 __all__ = ["app_from_env", "build_app", "load_targets"]
 
@@ -101,9 +103,22 @@ def build_app(settings: Settings) -> FastAPI:
     models = [m for m, _ in resolved]
     monitoring = build_monitoring(settings, models)
     extensions.append(monitoring.extend)
+    extensions.append(lambda _app, state: _install_cache(settings, state,
+                                                         monitoring.metrics.count_cache))
     return create_app(models, settings, extensions=extensions,
                       on_prediction=monitoring.on_prediction, on_batch=monitoring.on_batch,
                       on_model_change=[monitoring.on_model_change])
+
+
+def _install_cache(settings: Settings, state: AppState, on_lookup: LookupHook) -> None:
+    """The prediction cache ``settings.prediction_cache`` asks for (none when ``off``)."""
+    if settings.prediction_cache == "memory":
+        state.cache = LRUCache(settings.cache_max_entries)
+    elif settings.prediction_cache == "redis":
+        redis = RedisCache(settings.cache_redis_url, ttl_s=settings.cache_ttl_s)
+        state.cache = redis
+        state.closers.append(redis.aclose)
+    state.on_cache_lookup = on_lookup if state.cache is not None else None
 
 
 def _uses_registry(settings: Settings) -> bool:

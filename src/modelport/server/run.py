@@ -40,7 +40,7 @@ def serve(settings: Settings) -> None:
     common: dict[str, Any] = {
         "host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
         "timeout_graceful_shutdown": settings.graceful_timeout_s, "server_header": False,
-        "timeout_keep_alive": 5,
+        "timeout_keep_alive": 5, "loop": "uvloop", "http": "httptools",
     }
     if settings.workers > 1:
         uvicorn.run("modelport.server.factory:app_from_env", factory=True,

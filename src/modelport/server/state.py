@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 from starlette.requests import Request
 
+from modelport.cache import LookupHook, PredictionCache, cached_predict
 from modelport.config import Settings
 from modelport.errors import InvalidInput
 from modelport.server.models import ModelRepository, ServedModel
@@ -34,11 +35,14 @@ class AppState:
     shutting_down: bool = False
     in_flight: int = 0
     """Prediction requests being computed now (shown by ``/ready``)."""
+    cache: PredictionCache | None = None
+    """Prediction cache (``MODELPORT_PREDICTION_CACHE``), or None."""
+    on_cache_lookup: LookupHook | None = None
     shadow_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     """Mirrored requests to shadow versions, running off the hot path (bounded)."""
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     """Coroutines run for the app's lifetime (cancelled at shutdown)."""
-    closers: list[Callable[[], None]] = field(default_factory=list)
+    closers: list[Callable[[], object]] = field(default_factory=list)
     """Called once at shutdown, after in-flight requests finished (flush logs, …)."""
 
 
@@ -73,15 +77,21 @@ async def predict(request: Request, served: ServedModel, batch: Columns, route: 
     request.state.version = served.version
     state.in_flight += 1
     try:
-        outputs = await state.repo.predict(served, batch)
+        if state.cache is None:
+            outputs = await state.repo.predict(served, batch)
+        else:
+            outputs = await cached_predict(
+                state.cache, served.name, served.version, batch,
+                lambda b: state.repo.predict(served, b), on_lookup=state.on_cache_lookup)
     finally:
         state.in_flight -= 1
-    rid = request.state.request_id
+    scope_state = request.scope["state"]
+    rid = scope_state["request_id"]
     _emit(state, PredictionEvent(
         request_id=rid, timestamp=time.time(), model=served.name, version=served.version,
         inputs=batch, outputs=outputs, latency_s=time.perf_counter() - started, route=route,
-        arm=getattr(request.state, "arm", None)))
-    for version in getattr(request.state, "shadow", ()):
+        arm=scope_state.get("arm")))
+    for version in scope_state.get("shadow", ()):
         if len(state.shadow_tasks) < MAX_SHADOW_TASKS:
             task = asyncio.get_running_loop().create_task(
                 _shadow(state, served, version, batch=batch, answer=outputs, request_id=rid))
