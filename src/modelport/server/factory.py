@@ -27,10 +27,24 @@ _log = logging.getLogger("modelport")
 
 def load_targets(settings: Settings) -> list[LoadedModel]:
     """Every model named by ``settings.model`` (a ``.yaml`` config lists several)."""
-    return [m for m, _ in _resolve(settings)]
+    return [m for m, _ in _resolve(settings, _Catalog(settings))]
 
 
-def _resolve(settings: Settings) -> list[tuple[LoadedModel, str | None]]:
+class _Catalog:
+    """The registry, opened once and only when a target names it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.registry: Registry | None = None
+
+    def get(self) -> Registry:
+        if self.registry is None:
+            self.registry = Registry.open(self._settings.registry_db,
+                                          self._settings.registry_store)
+        return self.registry
+
+
+def _resolve(settings: Settings, catalog: _Catalog) -> list[tuple[LoadedModel, str | None]]:
     """Loaded models, each with the registry alias to follow (``heart@production``)."""
     if not settings.model:
         raise ConfigError("nothing to serve: give a model file, a package directory, a "
@@ -41,7 +55,8 @@ def _resolve(settings: Settings) -> list[tuple[LoadedModel, str | None]]:
         if path.suffix in (".yaml", ".yml") and path.is_file():
             loaded += [(m, None) for m in _from_config(path, settings)]
         elif not path.exists() and _is_registry_ref(target):
-            loaded.append((_from_registry(target, settings), _alias(target)))
+            model = load_ref(catalog.get(), target, runtime=settings.runtime)
+            loaded.append((model, _alias(target)))
         else:
             loaded.append((_load_one(target, settings, None), None))
     names = [m.name for m, _ in loaded]
@@ -58,14 +73,6 @@ def _is_registry_ref(target: str) -> bool:
 
 def _alias(target: str) -> str | None:
     return target.split("@", 1)[1] if "@" in target else None
-
-
-def _registry(settings: Settings) -> Registry:
-    return Registry.open(settings.registry_db, settings.registry_store)
-
-
-def _from_registry(target: str, settings: Settings) -> LoadedModel:
-    return load_ref(_registry(settings), target, runtime=settings.runtime)
 
 
 def _load_one(target: str, settings: Settings, name: str | None) -> LoadedModel:
@@ -90,9 +97,9 @@ def _from_config(path: Path, settings: Settings) -> list[LoadedModel]:
 def build_app(settings: Settings) -> FastAPI:
     """Load every target and build the app: registry aliases are followed, the admin API and
     traffic policies are always there."""
-    resolved = _resolve(settings)
-    registry = _registry(settings) if any(a for _, a in resolved) or _uses_registry(
-        settings) else None
+    catalog = _Catalog(settings)
+    resolved = _resolve(settings, catalog)
+    registry = catalog.registry
     extensions: list[AppHook] = []
     for model, alias in resolved:
         if alias is not None and registry is not None:
@@ -101,7 +108,7 @@ def build_app(settings: Settings) -> FastAPI:
                 grace_s=settings.swap_grace_s))
     extensions.append(admin_extension(registry))
     models = [m for m, _ in resolved]
-    monitoring = build_monitoring(settings, models)
+    monitoring = build_monitoring(settings)
     extensions.append(monitoring.extend)
     extensions.append(lambda _app, state: _install_cache(settings, state,
                                                          monitoring.metrics.count_cache))
@@ -119,10 +126,6 @@ def _install_cache(settings: Settings, state: AppState, on_lookup: LookupHook) -
         state.cache = redis
         state.closers.append(redis.aclose)
     state.on_cache_lookup = on_lookup if state.cache is not None else None
-
-
-def _uses_registry(settings: Settings) -> bool:
-    return any(_is_registry_ref(t) and not Path(t).exists() for t in settings.model)
 
 
 def app_from_env() -> FastAPI:

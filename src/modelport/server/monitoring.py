@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
@@ -75,7 +74,10 @@ class Monitoring:
         self.metrics.set_model_ready(name, version, served.ready)
         self.metrics.observe_model_load(name, version, served.warm_s)
         monitor = self.drift.get(name)
-        if ref is not None and (monitor is None or monitor.version != version):
+        if ref is None:
+            _log.info("drift monitoring is off for %s:%s: no reference profile (add one with: "
+                      "modelport profile DATA --package PKG)", name, version)
+        elif monitor is None or monitor.version != version:
             self.drift[name] = _drift_monitor(served.loaded, ref.read_text(encoding="utf-8"))
 
     def extend(self, app: FastAPI, state: AppState) -> None:
@@ -111,9 +113,9 @@ def _drift_monitor(model: LoadedModel, profile_json: str) -> DriftMonitor:
     return DriftMonitor(profile, model.name, model.version)
 
 
-def build_monitoring(settings: Settings, models: Sequence[LoadedModel]) -> Monitoring:
-    """Metrics always; the prediction log and alerts when configured; drift for every model
-    whose package has a reference profile."""
+def build_monitoring(settings: Settings) -> Monitoring:
+    """Metrics always; the prediction log and alerts when configured; drift for every served
+    model whose package has a reference profile (created as each model starts serving)."""
     metrics = Metrics(multiprocess_dir=settings.metrics_multiproc_dir)
     predlog = None
     if settings.log_db:
@@ -121,14 +123,6 @@ def build_monitoring(settings: Settings, models: Sequence[LoadedModel]) -> Monit
                                 sample_rate=settings.log_sample_rate,
                                 on_count=metrics.count_predlog)
     alerter = WebhookAlerter(settings.alert_webhook) if settings.alert_webhook else None
-    drift: dict[str, DriftMonitor] = {}
-    for model in models:
-        ref = model.package.reference_path if model.package is not None else None
-        if ref is None:
-            _log.info("drift monitoring is off for %s: no reference profile (add one with: "
-                      "modelport profile DATA --package PKG)", model.name)
-            continue
-        drift[model.name] = _drift_monitor(model, ref.read_text(encoding="utf-8"))
-    return Monitoring(metrics, predlog, alerter, drift, settings.drift_check_s)
+    return Monitoring(metrics, predlog, alerter, drift_check_s=settings.drift_check_s)
 
 
