@@ -4,8 +4,10 @@
 
 One run, one machine, in this order:
 
-1. trains the bundled heart example (13 features, ColumnTransformer + GradientBoosting) into a
-   temporary folder, packs it and converts it to ONNX with ``modelport optimize``;
+1. trains the issue's model (``apps/heart_model.py``: ``Pipeline(StandardScaler,
+   GradientBoostingClassifier(100))`` on the 13 heart features of the bundled example's
+   synthetic data) into a temporary folder, packs it and converts it to ONNX with
+   ``modelport optimize``;
 2. starts four servers, each pinned to CPU 0 with ``taskset`` (``wrk`` gets CPU 1; on a one-core
    machine nothing is pinned, and the table says so):
    - ``baseline``: the tutorial app (``benchmarks/apps/tutorial.py``: pydantic, sync endpoint,
@@ -29,7 +31,6 @@ A full run takes about 4 minutes (8 s per cell); ``--quick`` uses 3 s cells.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -141,23 +142,21 @@ def find_wrk() -> str:
 
 
 def prepare(tmp: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
-    """Train the example, pack it, convert it to ONNX; return package, joblib file, rows."""
+    """Train the issue's model, pack it, convert it to ONNX; return package, joblib file, rows."""
     import pandas as pd
 
     from modelport.package import pack
     from modelport.tools.optimize import optimize
 
-    spec = importlib.util.spec_from_file_location("heart_train", ROOT / "examples/heart/train.py")
-    assert spec and spec.loader
-    heart = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(heart)
-    model_path = heart.train(tmp / "heart")
-    csv = tmp / "heart" / "heart.csv"
+    sys.path.insert(0, str(APPS))
+    from heart_model import train
+
+    model_path, csv, features = train(tmp / "heart")
     pack(model_path, tmp / "pkg", name="heart", reference=csv, target="condition")
     parity = optimize(tmp / "pkg", data=csv).parity
     print(f"ONNX parity on {parity.rows} rows: max |dp| {parity.max_abs_diff:.2g}, labels "
           f"differing {parity.label_mismatches}", flush=True)
-    frame = pd.read_csv(csv)[heart.FEATURES].head(100)
+    frame = pd.read_csv(csv)[features].head(100)
     records = json.loads(frame.to_json(orient="records"))
     return tmp / "pkg", model_path, records
 

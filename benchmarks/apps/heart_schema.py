@@ -24,7 +24,7 @@ class Heart(BaseModel):
     oldpeak: float
     slope: int
     ca: int
-    thal: str
+    thal: int
 
 
 class One(BaseModel):

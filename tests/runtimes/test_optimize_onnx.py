@@ -170,3 +170,27 @@ def test_optimize_without_quantize_drops_an_earlier_int8_copy(mlp_package: Path,
     optimize(pkg)
     assert not (pkg / QUANTIZED).exists()
     assert QUANTIZED not in open_package(pkg).manifest.files
+
+
+def test_numeric_frame_pipeline_with_int_and_float_columns_keeps_parity(tmp_path: Path) -> None:
+    """Int and float columns of a DataFrame reach the model in its fitted order (the single
+    matrix input, not skl2onnx's per-column FeatureVectorizer, which reorders mixed types)."""
+    import joblib
+    import numpy as np
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.integers(0, 80, 400), "b": rng.normal(0, 1, 400).round(1),
+                          "c": rng.integers(0, 4, 400)})
+    target = ((frame["a"] > 40) ^ (frame["b"] > 0) ^ (frame["c"] == 2)).astype(int)
+    model = Pipeline([("scale", StandardScaler()),
+                      ("clf", GradientBoostingClassifier(n_estimators=30, random_state=0))])
+    joblib.dump(model.fit(frame, target), tmp_path / "model.joblib")
+    frame.assign(target=target).to_csv(tmp_path / "ref.csv", index=False)
+    pack(tmp_path / "model.joblib", tmp_path / "pkg", name="m", reference=tmp_path / "ref.csv",
+         target="target")
+    report = optimize(tmp_path / "pkg", data=tmp_path / "ref.csv")
+    assert report.parity.passed, report.parity
+    assert report.parity.rows == 408 and report.parity.max_abs_diff < 1e-5

@@ -177,22 +177,25 @@ def _convert(native: Any, sig: Signature, artifact: Path) -> tuple[Any, str]:
 
 
 def _from_sklearn(model: Any, sig: Signature) -> Any:
-    """One input per column when a ColumnTransformer routes columns by name; one float
-    matrix (columns in signature order) when the model takes all-numeric columns as a whole."""
+    """One float matrix (columns in signature order) when every feature is numeric; one input
+    per column when the model needs them by name (strings, a ColumnTransformer routing by name).
+
+    The matrix comes first: skl2onnx's FeatureVectorizer, which joins per-column inputs of
+    mixed int/float types, can put them in another order than the model was fitted with.
+    """
     skl2onnx = require("skl2onnx", "onnx")
     steps = getattr(model, "steps", None)
     final = steps[-1][1] if steps else model
     options = {id(final): {"zipmap": False}} if sig.has_proba else None
     numeric = all(f.dtype != "string" for f in sig.features)
-    if sig.input_kind == "dataframe":
+    if numeric:
         try:
-            return skl2onnx.convert_sklearn(model, initial_types=_input_types(sig),
+            return skl2onnx.convert_sklearn(model, initial_types=_matrix(sig, _SKL_TYPES),
                                             options=options)
-        except RuntimeError:  # "at most 1 input(s) is(are) supported": a whole-matrix model
-            if not numeric:
+        except RuntimeError:  # columns selected by name: they must be inputs of their own
+            if sig.input_kind != "dataframe":
                 raise
-    return skl2onnx.convert_sklearn(model, initial_types=_matrix(sig, _SKL_TYPES),
-                                    options=options)
+    return skl2onnx.convert_sklearn(model, initial_types=_input_types(sig), options=options)
 
 
 def _input_types(sig: Signature) -> list[tuple[str, Any]]:
