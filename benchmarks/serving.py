@@ -110,15 +110,15 @@ def main() -> None:
     server_cpu, load_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
     with tempfile.TemporaryDirectory(prefix="mp-serving-") as name:
         tmp = Path(name)
-        pkg, model_path, records = prepare(tmp)
+        pkg, model_path, rows = prepare(tmp)
         servers = make_servers(pkg, model_path)
         try:
             for s in servers:
                 start(s, server_cpu, tmp)
             for s in servers:
                 wait_ready(s)
-            check_answers(servers, model_path, records)
-            cells = drive(servers, wrk, records, duration=duration, cpu=load_cpu, tmp=tmp)
+            check_answers(servers, model_path, rows)
+            cells = drive(servers, wrk, rows, duration=duration, cpu=load_cpu, tmp=tmp)
             rss = {s.name: rss_mb(s) for s in servers}
         finally:
             for s in servers:
@@ -156,9 +156,9 @@ def prepare(tmp: Path) -> tuple[Path, Path, list[dict[str, Any]]]:
     parity = optimize(tmp / "pkg", data=csv).parity
     print(f"ONNX parity on {parity.rows} rows: max |dp| {parity.max_abs_diff:.2g}, labels "
           f"differing {parity.label_mismatches}", flush=True)
-    frame = pd.read_csv(csv)[features].head(100)
-    records = json.loads(frame.to_json(orient="records"))
-    return tmp / "pkg", model_path, records
+    rows: list[list[float]] = json.loads(pd.read_csv(csv)[features].head(100).to_json(
+        orient="values"))
+    return tmp / "pkg", model_path, rows
 
 
 def make_servers(pkg: Path, model_path: Path) -> list[Server]:
@@ -240,18 +240,18 @@ def answers(doc: dict[str, Any]) -> tuple[list[Any], list[list[float]]]:
     return list(doc["predictions"]), list(doc["probabilities"])
 
 
-def check_answers(servers: list[Server], model_path: Path, records: list[dict[str, Any]]) -> None:
+def check_answers(servers: list[Server], model_path: Path, rows: list[list[float]]) -> None:
     """Every server answers one row and 100 rows as the model does (the floor: validly)."""
     import joblib
     import numpy as np
     import pandas as pd
 
     model = joblib.load(model_path)
-    frame = pd.DataFrame(records)
+    frame = pd.DataFrame(rows, columns=model.feature_names_in_)
     want_labels, want_proba = model.predict(frame).tolist(), model.predict_proba(frame)
     for s in servers:
-        for path, body, n in ((s.single, {"features": records[0]}, 1),
-                              (s.batch, {"instances": records}, len(records))):
+        for path, body, n in ((s.single, {"features": rows[0]}, 1),
+                              (s.batch, {"instances": rows}, len(rows))):
             labels, proba = answers(post(s.url(path), body))
             if len(labels) != n or len(proba) != n:
                 sys.exit(f"{s.name} {path}: {len(labels)} answers for {n} rows")
@@ -262,20 +262,20 @@ def check_answers(servers: list[Server], model_path: Path, records: list[dict[st
                                       else "valid answers (a constant)"), flush=True)
 
 
-def drive(servers: list[Server], wrk: str, records: list[dict[str, Any]], *, duration: float,
+def drive(servers: list[Server], wrk: str, rows: list[list[float]], *, duration: float,
           cpu: int | None, tmp: Path) -> list[Cell]:
     """Every workload against every server, servers taking turns."""
-    single = json.dumps({"features": records[0]})
-    batch = json.dumps({"instances": records})
+    single = json.dumps({"features": rows[0]})
+    batch = json.dumps({"instances": rows})
     cells = []
-    for label, conc, rows in WORKLOADS:
+    for label, conc, n_rows in WORKLOADS:
         for s in servers:
-            script = tmp / f"{s.name}-{rows}.lua"
-            script.write_text(LUA.replace("BODY", single if rows == 1 else batch))
-            url = s.url(s.single if rows == 1 else s.batch)
+            script = tmp / f"{s.name}-{n_rows}.lua"
+            script.write_text(LUA.replace("BODY", single if n_rows == 1 else batch))
+            url = s.url(s.single if n_rows == 1 else s.batch)
             run_wrk(wrk, url, script, conc=conc, duration=min(1.0, duration / 3), cpu=cpu)
             out = run_wrk(wrk, url, script, conc=conc, duration=duration, cpu=cpu)
-            cells.append(cell(s.name, label, conc, rows, out))
+            cells.append(cell(s.name, label, conc, n_rows, out))
             c = cells[-1]
             print(f"{label:14} {s.name:17} {c.req_s:9.0f} req/s  p50 {c.p50_ms:7.2f} ms  "
                   f"p99 {c.p99_ms:7.2f} ms  errors {c.errors}", flush=True)

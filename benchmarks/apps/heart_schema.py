@@ -1,7 +1,8 @@
 """The request bodies of the two FastAPI comparison apps, written the way tutorials do.
 
-Same JSON as modelport's native route: ``{"features": {...}}`` for one row and
-``{"instances": [{...}, ...]}`` for a batch, so every server reads identical bytes.
+``{"features": [63, 1, ...]}`` for one row (the 13 features in the model's order) and
+``{"instances": [[...], ...]}`` for a batch: modelport's native route takes the same JSON, so
+every server reads identical bytes.
 """
 
 from __future__ import annotations
@@ -9,31 +10,13 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 
-class Heart(BaseModel):
-    """The 13 features of the bundled heart-disease example."""
-
-    age: int
-    sex: int
-    cp: int
-    trestbps: int
-    chol: int
-    fbs: int
-    restecg: int
-    thalach: int
-    exang: int
-    oldpeak: float
-    slope: int
-    ca: int
-    thal: int
-
-
 class One(BaseModel):
-    """One row."""
+    """One row: the 13 feature values."""
 
-    features: Heart
+    features: list[float]
 
 
 class Many(BaseModel):
     """Several rows."""
 
-    instances: list[Heart]
+    instances: list[list[float]]

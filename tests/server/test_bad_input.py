@@ -78,7 +78,8 @@ BODY_CASES = [
     ("empty body", b"", 422, "empty"),
     ("JSON array", b"[1, 2]", 422, "expected a JSON object"),
     ("no known key", b'{"rows": []}', 422, "expected 'features'"),
-    ("features not an object", b'{"features": [1, 2]}', 422, "features"),
+    ("features not an object", b'{"features": 5}', 422, "feature name or a list"),
+    ("features row too short", b'{"features": [1, 2]}', 422, "expected 13 values"),
     ("instances not a list", b'{"instances": {"a": 1}}', 422, "instances"),
     ("NaN literal", b'{"features": {"age": NaN}}', 422, "malformed JSON"),
 ]

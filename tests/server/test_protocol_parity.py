@@ -47,6 +47,9 @@ def test_single_record_matches_first_row(client: TestClient, heart_loaded: Loade
     body = client.post("/predict", json={"features": records[0]}).json()
     assert body["predictions"] == labels.tolist()
     np.testing.assert_allclose(body["probabilities"], proba, atol=1e-12)
+    as_row = client.post("/predict", json={"features": list(records[0].values())}).json()
+    assert (as_row["predictions"], as_row["probabilities"]) == (body["predictions"],
+                                                                body["probabilities"])
 
 
 def test_v2_json_matches_in_process_predict(client: TestClient, heart_loaded: LoadedModel,

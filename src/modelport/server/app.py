@@ -17,6 +17,7 @@ from modelport.package import LoadedModel
 from modelport.server import native, probes, v1, v2
 from modelport.server.edge import OPEN_PATHS, EdgeMiddleware
 from modelport.server.errors import install_error_handlers
+from modelport.server.fastlane import ModelportApp
 from modelport.server.models import BatchHook, ChangeHook, ModelRepository
 from modelport.server.openapi import install_openapi
 from modelport.server.state import AppState, PredictionHook
@@ -66,10 +67,11 @@ def create_app(
             except Exception:
                 _log.exception("closing %r failed", close)
 
-    app = FastAPI(title="modelport", version=modelport.__version__, lifespan=lifespan,
+    app = ModelportApp(title="modelport", version=modelport.__version__, lifespan=lifespan,
                   description="Predictions over the native, V2 (Open Inference Protocol) and "
                               "V1 (KServe) protocols.")
     app.state.modelport = state
+    app.fast_routes = [*native.FAST_ROUTES, *v2.FAST_ROUTES, *v1.FAST_ROUTES]
     for router in (native.router, probes.router, v2.router, v1.router):
         app.include_router(router)
     install_error_handlers(app)

@@ -1,6 +1,7 @@
 """The native REST protocol: ``/predict`` and ``/models/{name}[/versions/{v}]/predict``.
 
-Bodies: ``{"features": {...}}`` (one record), ``{"instances": [...]}`` (records keyed by feature
+Bodies: ``{"features": {...}}`` (one record, or one ordered row ``[63, 1, ...]``),
+``{"instances": [...]}`` (records keyed by feature
 name, or ordered rows) or ``{"columns": {"age": [...], ...}}`` (columnar, the cheapest to
 parse). ``/predict/batch`` takes large bodies and skips the micro-batcher.
 """
@@ -15,17 +16,15 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from modelport.errors import InvalidInput
+from modelport.server.fastlane import FastRoute
 from modelport.server.models import ServedModel
 from modelport.server.state import app_state, predict, read_json, resolve_model
 from modelport.signature import Signature
 from modelport.types import Columns, Outputs
 
-__all__ = ["FAST_PATHS", "PredictEndpoint", "native_batch",
-           "native_response", "router"]
+__all__ = ["FAST_ROUTES", "native_batch", "native_response", "router"]
 
 router = APIRouter(tags=["native"])
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -37,8 +36,11 @@ def native_batch(body: Any, sig: Signature, *, unseen: Any, max_rows: int) -> Co
         raise InvalidInput("expected a JSON object with 'features', 'instances' or 'columns'")
     if "features" in body:
         record = body["features"]
+        if isinstance(record, list):  # one ordered row, features in signature order
+            return sig.from_rows([record], unseen=unseen, max_rows=max_rows)
         if not isinstance(record, Mapping):
-            raise InvalidInput("expected an object keyed by feature name", field="features")
+            raise InvalidInput("expected an object keyed by feature name or a list of values "
+                               "in signature order", field="features")
         return sig.from_records([record], unseen=unseen, max_rows=max_rows)
     if "instances" in body:
         rows = body["instances"]
@@ -93,27 +95,9 @@ async def _predict_bulk(request: Request, name: str | None, version: str | None)
     return native_response(served, outputs, request.state.request_id)
 
 
-class PredictEndpoint:
-    """A native predict route as a raw ASGI endpoint: the same validation, model call, errors
-    and response as the documented routes below, without FastAPI's per-request dependency
-    solving (a third of the cost of a one-row request)."""
-
-    def __init__(self, path: str) -> None:
-        self.route = Route(path, self, methods=["POST"], include_in_schema=False)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one prediction request."""
-        scope["route"] = self.route  # as FastAPI does: metrics label requests by its path
-        params = scope.get("path_params") or {}
-        request = Request(scope, receive)
-        response = await _predict(request, params.get("name"), params.get("version"))
-        await response(scope, receive, send)
-
-
-FAST_PATHS = ("/predict", "/models/{name}/predict", "/models/{name}/versions/{version}/predict")
-
-# Registered first, so they answer; the FastAPI routes below (same paths) document them.
-router.routes.extend(PredictEndpoint(path).route for path in FAST_PATHS)
+FAST_ROUTES = [FastRoute(path, _predict) for path in (
+    "/predict", "/models/{name}/predict", "/models/{name}/versions/{version}/predict")]
+"""Answered by the fast lane; the FastAPI routes below (same paths) document them."""
 
 _PREDICT_DOC = {"responses": {"200": {"description": "Predictions (and probabilities with "
                                                       "their class labels)"}}}

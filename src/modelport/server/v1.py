@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from modelport.errors import InvalidInput
+from modelport.server.fastlane import FastRoute
 from modelport.server.native import native_batch
 from modelport.server.state import app_state, predict, read_json, resolve_model
 
-__all__ = ["router"]
+__all__ = ["FAST_ROUTES", "router"]
 
 router = APIRouter(prefix="/v1", tags=["v1 (KServe)"])
 
@@ -35,6 +36,10 @@ async def model_status(request: Request, name: str) -> Response:
 @router.post("/models/{name}:predict", summary="Predict")
 async def v1_predict(request: Request, name: str) -> Response:
     """Labels for each instance (records keyed by feature name, or ordered rows)."""
+    return await _predict(request, name, None)
+
+
+async def _predict(request: Request, name: str | None, _version: str | None) -> Response:
     state = app_state(request)
     served = resolve_model(request, name, None)
     body = await read_json(request)
@@ -48,3 +53,7 @@ async def v1_predict(request: Request, name: str) -> Response:
     body = {"predictions": preds.tolist() if preds.dtype == object else preds}
     return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
                     media_type="application/json")
+
+
+FAST_ROUTES = [FastRoute(router.prefix + "/models/{name}:predict", _predict)]
+"""Answered by the fast lane; the FastAPI route above documents it."""

@@ -11,12 +11,13 @@ from starlette.responses import Response
 
 import modelport
 from modelport.errors import ModelNotFound
+from modelport.server.fastlane import FastRoute
 from modelport.server.models import ServedModel
 from modelport.server.rollout import retire
 from modelport.server.state import app_state, predict, resolve_model
 from modelport.server.v2codec import decode_request, encode_response, feature_datatype, to_columns
 
-__all__ = ["router"]
+__all__ = ["FAST_ROUTES", "router"]
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 _HEADER = "inference-header-content-length"
@@ -82,7 +83,7 @@ async def version_ready(request: Request, name: str, version: str) -> Response:
     return _ready(request, name, version)
 
 
-async def _infer(request: Request, name: str, version: str | None) -> Response:
+async def _infer(request: Request, name: str | None, version: str | None) -> Response:
     state = app_state(request)
     served = resolve_model(request, name, version)
     header = request.headers.get(_HEADER)
@@ -97,6 +98,11 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         return Response(payload, media_type="application/json")
     return Response(payload, media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(head_len)})
+
+
+FAST_ROUTES = [FastRoute(router.prefix + path, _infer) for path in (
+    "/models/{name}/infer", "/models/{name}/versions/{version}/infer")]
+"""Answered by the fast lane; the FastAPI routes below (same paths) document them."""
 
 
 @router.post("/models/{name}/infer", summary="Inference")
