@@ -25,7 +25,8 @@ One run, one machine, in this order:
    RSS of each server after the load, and which of the issue's targets were met; writes it all
    as JSON into ``benchmarks/results/``.
 
-A full run takes about 4 minutes (8 s per cell); ``--quick`` uses 3 s cells.
+Every cell runs in each of 3 rounds (5 s each, after a 1 s warm-up) and the table shows the
+medians: a full run takes about 6 minutes. ``--quick`` runs one round of 3 s cells.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,10 +103,12 @@ class Cell:
 def main() -> None:
     """Run the benchmark and print its tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 s cells instead of 8 s")
-    parser.add_argument("--duration", type=float, help="seconds per cell (overrides --quick)")
+    parser.add_argument("--quick", action="store_true", help="one round of 3 s cells")
+    parser.add_argument("--duration", type=float, help="seconds per cell (default 5)")
+    parser.add_argument("--rounds", type=int, help="rounds over every cell (default 3)")
     args = parser.parse_args()
-    duration = args.duration or (3.0 if args.quick else 8.0)
+    duration = args.duration or (3.0 if args.quick else 5.0)
+    rounds = max(1, args.rounds or (1 if args.quick else 3))
     wrk = find_wrk()
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, load_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
@@ -118,12 +122,13 @@ def main() -> None:
             for s in servers:
                 wait_ready(s)
             check_answers(servers, model_path, rows)
-            cells = drive(servers, wrk, rows, duration=duration, cpu=load_cpu, tmp=tmp)
+            runs = [drive(servers, wrk, rows, duration=duration, cpu=load_cpu, tmp=tmp,
+                          title=f"round {r + 1} of {rounds}") for r in range(rounds)]
             rss = {s.name: rss_mb(s) for s in servers}
         finally:
             for s in servers:
                 stop(s)
-    report(cells, rss, duration=duration, pinned=server_cpu is not None, cpus=len(cpus))
+    report(runs, rss, duration=duration, pinned=server_cpu is not None, cpus=len(cpus))
 
 
 def find_wrk() -> str:
@@ -263,8 +268,9 @@ def check_answers(servers: list[Server], model_path: Path, rows: list[list[float
 
 
 def drive(servers: list[Server], wrk: str, rows: list[list[float]], *, duration: float,
-          cpu: int | None, tmp: Path) -> list[Cell]:
+          cpu: int | None, tmp: Path, title: str) -> list[Cell]:
     """Every workload against every server, servers taking turns."""
+    print(f"-- {title}", flush=True)
     single = json.dumps({"features": rows[0]})
     batch = json.dumps({"instances": rows})
     cells = []
@@ -295,6 +301,21 @@ def run_wrk(wrk: str, url: str, script: Path, *, conc: int, duration: float,
     return result
 
 
+def median_cells(runs: list[list[Cell]]) -> list[Cell]:
+    """Per server and workload: the median req/s, p50 and p99 over the rounds (each median
+    taken on its own) and the errors of all rounds summed."""
+    out = []
+    for cells in zip(*runs, strict=True):
+        first = cells[0]
+        req_s = statistics.median(c.req_s for c in cells)
+        out.append(Cell(first.server, first.workload, first.concurrency, first.rows_per_request,
+                        req_s, req_s * first.rows_per_request,
+                        statistics.median(c.p50_ms for c in cells),
+                        statistics.median(c.p99_ms for c in cells),
+                        sum(c.errors for c in cells)))
+    return out
+
+
 def cell(server: str, label: str, conc: int, rows: int, out: dict[str, Any]) -> Cell:
     """A table cell from wrk's summary."""
     seconds = out["duration_us"] / 1e6
@@ -313,12 +334,13 @@ def rss_mb(server: Server) -> float:
     return float("nan")
 
 
-def report(cells: list[Cell], rss: dict[str, float], *, duration: float, pinned: bool,
+def report(runs: list[list[Cell]], rss: dict[str, float], *, duration: float, pinned: bool,
            cpus: int) -> None:
-    """Print the tables and the targets; write the JSON."""
+    """Print the median table and the targets; write the JSON (with every round's cells)."""
+    cells = median_cells(runs)
     where = ("servers on CPU 0, wrk on CPU 1" if pinned else
              f"NOT pinned: only {cpus} core available, servers and wrk share it")
-    print(f"\n{duration:g} s per cell; {where}\n")
+    print(f"\nmedians of {len(runs)} round(s) of {duration:g} s per cell; {where}\n")
     print(f"{'workload':14} {'server':17} {'req/s':>8} {'rows/s':>9} {'p50 ms':>7} {'p99 ms':>8} "
           f"{'errors':>6} {'x base':>7} {'x floor':>7}")
     by = {(c.workload, c.server): c for c in cells}
@@ -334,8 +356,10 @@ def report(cells: list[Cell], rss: dict[str, float], *, duration: float, pinned:
         print(f"  [{'met' if ok else 'MISSED'}] {text}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / time.strftime("serving-%Y%m%d-%H%M%S.json")
-    doc = {"duration_s": duration, "pinned": pinned, "cells": [asdict(c) for c in cells],
-           "rss_mb": rss, "targets": [{"target": t, "met": ok} for t, ok in targets]}
+    doc = {"duration_s": duration, "rounds": len(runs), "pinned": pinned,
+           "cells": [asdict(c) for c in cells],
+           "rounds_cells": [[asdict(c) for c in run] for run in runs], "rss_mb": rss,
+           "targets": [{"target": t, "met": ok} for t, ok in targets]}
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2))
     os.replace(tmp, out)

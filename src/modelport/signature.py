@@ -10,6 +10,7 @@ naming the row and the field.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,10 @@ _JSON_TYPE = {"float": "number", "int": "integer", "bool": "boolean", "string": 
 _MISSING = object()
 _FAST_MAX_ROWS = 4096
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT_EXACT = float(2**53)  # integers a float64 holds exactly
+_SMALL_ROWS = 4
+_ROW_TYPES = frozenset({list, tuple})
+_NUMBER_TYPES = frozenset({int, float})
 _FAST_TYPES: dict[str, tuple[frozenset[type], Any]] = {
     "float": (frozenset({float, int}), np.float64), "int": (frozenset({int}), np.int64),
     "bool": (frozenset({bool}), np.bool_), "string": (frozenset({str}), object),
@@ -117,10 +122,17 @@ class Signature:
     array_dtype: str = "float64"
     names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     name_set: frozenset[str] = field(init=False, repr=False, compare=False)
+    matrix_ints: tuple[int, ...] | None = field(init=False, repr=False, compare=False)
+    """Positions of the integer features when every feature is a plain number (float or int,
+    no categories, no nulls), so batches can be one float64 matrix; otherwise ``None``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(f.name for f in self.features))
         object.__setattr__(self, "name_set", frozenset(self.names))
+        plain = all(f.dtype in ("float", "int") and f.categories is None and not f.nullable
+                    for f in self.features)
+        ints = tuple(j for j, f in enumerate(self.features) if f.dtype == "int")
+        object.__setattr__(self, "matrix_ints", ints if plain and self.features else None)
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -170,7 +182,10 @@ class Signature:
     ) -> Columns:
         """Validate objects keyed by feature name (``{"age": 63, ...}``) into columns."""
         _check_count(len(records), max_rows)
-        raw = self._plain_records(records)
+        rows = self._plain_records(records)
+        if rows is not None and (fast := self._numeric_matrix(rows)) is not None:
+            return fast
+        raw = None if rows is None else self._transpose(rows)
         if raw is None:
             expected = self.name_set
             for i, rec in enumerate(records):
@@ -182,25 +197,63 @@ class Signature:
             raw = {name: [rec[name] for rec in records] for name in self.names}
         return self._typed(raw, len(records), unseen)
 
-    def _plain_records(self, records: Sequence[Any]) -> dict[str, Any] | None:
-        """Columns of ``records`` when all are dicts with exactly the features as keys (then
-        transposed in C), else ``None``: the caller checks record by record and says which."""
+    def _plain_records(self, records: Sequence[Any]) -> list[Any] | None:
+        """The values of ``records`` in signature order (picked in C) when all are dicts with
+        exactly the features as keys, else ``None``: the caller checks record by record and
+        says which. A row is a tuple, or the bare value when there is one feature."""
         width = len(self.names)
         if set(map(type, records)) != {dict} or set(map(len, records)) != {width}:
             return None
         try:  # same size and every feature present: the same keys
-            rows = list(map(operator.itemgetter(*self.names), records))
+            return list(map(operator.itemgetter(*self.names), records))
         except KeyError:
             return None
-        if width == 1:
+
+    def _transpose(self, rows: list[Any]) -> dict[str, Any]:
+        if len(self.names) == 1:
             return {self.names[0]: rows}
         return dict(zip(self.names, zip(*rows, strict=True), strict=True))
+
+    def _numeric_matrix(self, rows: Sequence[Any]) -> Columns | None:
+        """The batch as one float64 matrix when the signature is all plain numbers and every
+        value is a JSON number that fits its feature; else ``None`` (the per-feature path then
+        decides, and words any error)."""
+        ints = self.matrix_ints
+        if ints is None or len(self.names) == 1:
+            return None
+        width = len(self.names)
+        if not _ROW_TYPES.issuperset(map(type, rows)) or set(map(len, rows)) != {width}:
+            return None
+        if not _NUMBER_TYPES.issuperset(map(type, itertools.chain.from_iterable(rows))):
+            return None  # bools, strings, nulls, nested values
+        if len(rows) <= _SMALL_ROWS:  # a few rows: plain Python beats numpy's per-call cost
+            if not (_exact_ints(rows, ints) and _finite(rows)):
+                return None
+            return Columns.of_matrix(np.array(rows, dtype=np.float64), self.names, ints)
+        try:
+            matrix = np.array(rows, dtype=np.float64)
+        except (OverflowError, ValueError, TypeError):
+            return None
+        return self._checked_matrix(matrix, ints)
+
+    def _checked_matrix(self, matrix: npt.NDArray[np.float64],
+                        ints: tuple[int, ...]) -> Columns | None:
+        if not np.isfinite(matrix).all():
+            return None
+        if ints:
+            sub = matrix[:, ints] if len(ints) < matrix.shape[1] else matrix
+            if not (np.abs(sub) < _INT_EXACT).all() or (sub != np.trunc(sub)).any():
+                return None
+        return Columns.of_matrix(matrix, self.names, ints)
 
     def from_rows(
         self, rows: Sequence[Any], *, unseen: UnseenPolicy = "reject", max_rows: int = 0
     ) -> Columns:
         """Validate ordered rows (``[63, 1, ...]``, features in signature order) into columns."""
         _check_count(len(rows), max_rows)
+        fast = self._numeric_matrix(rows)
+        if fast is not None:
+            return fast
         width = len(self.features)
         for i, row in enumerate(rows):
             if not isinstance(row, (list, tuple)):
@@ -234,11 +287,33 @@ class Signature:
             raise InvalidInput(f"expected shape [rows, {len(self.features)}], "
                                f"got {list(matrix.shape)}")
         _check_count(matrix.shape[0], max_rows)
+        if self.matrix_ints is not None and matrix.dtype.kind in "iuf":
+            fast = self._checked_matrix(matrix.astype(np.float64, copy=False), self.matrix_ints)
+            if fast is not None:
+                return fast
         raw = {name: matrix[:, j] for j, name in enumerate(self.names)}
         return self._typed(raw, matrix.shape[0], unseen)
 
     def _typed(self, raw: Mapping[str, Any], n_rows: int, unseen: UnseenPolicy) -> Columns:
         return Columns({f.name: _column(f, raw[f.name], unseen) for f in self.features}, n_rows)
+
+
+def _exact_ints(rows: Sequence[Sequence[float]], ints: tuple[int, ...]) -> bool:
+    """Whether the integer features' values are whole numbers a float64 holds exactly."""
+    for row in rows:
+        for j in ints:
+            v = row[j]
+            if not (-_INT_EXACT < v < _INT_EXACT and (type(v) is int or v.is_integer())):
+                return False
+    return True
+
+
+def _finite(rows: Sequence[Sequence[float]]) -> bool:
+    """Whether no value is NaN or infinite (a sum overflowing says no: the caller falls back)."""
+    try:
+        return math.isfinite(sum(itertools.chain.from_iterable(rows)))
+    except OverflowError:
+        return False
 
 
 def _check_count(n: int, max_rows: int) -> None:
@@ -282,7 +357,14 @@ def _column(feat: Feature, values: Any, unseen: UnseenPolicy) -> npt.NDArray[Any
         fast = _fast_column(feat, values, unseen)
         if fast is not None:
             return fast
-    arr = values if isinstance(values, np.ndarray) else _as_array(values)
+    if isinstance(values, np.ndarray):
+        arr = values
+    elif feat.dtype in ("float", "int") and not _NUMBER_TYPES.issuperset(map(type, values)):
+        # numpy would turn booleans into numbers, or every value into a string: judge each
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = list(values)
+    else:
+        arr = _as_array(values)
     if feat.dtype == "string" or (feat.categories is not None and arr.dtype.kind in "OUS"):
         col = _string_column(feat, arr)
     elif feat.dtype == "bool":

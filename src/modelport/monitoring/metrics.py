@@ -78,6 +78,9 @@ class Metrics:
         self.registry = pc.CollectorRegistry() if multiprocess_dir is None else None
         self._info: dict[tuple[str, str], tuple[str, str]] = {}
         self._models: set[str] = set()
+        # label children of the hot-path metrics, which are never removed: ``labels()`` costs
+        # microseconds (validation, a lock, a dict) and runs several times per request
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._define(pc)
 
     def _define(self, pc: Any) -> None:
@@ -144,6 +147,14 @@ class Metrics:
 
     # -- labels ---------------------------------------------------------------------------
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered (only for series that are never removed)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def labels_for(self, model: str, version: str) -> tuple[str, str]:
         """``(model, version)`` as label values: unregistered names collapse to UNKNOWN."""
         if not model:
@@ -193,20 +204,20 @@ class Metrics:
     ) -> None:
         """One answered HTTP request (called by the observability middleware)."""
         m, v = self.labels_for(model, version)
-        self.requests.labels(m, v, route, str(status)).inc()
-        self.request_duration.labels(m, v, route).observe(seconds)
+        self._child(self.requests, m, v, route, str(status)).inc()
+        self._child(self.request_duration, m, v, route).observe(seconds)
 
     def request_started(self, route: str) -> None:
         """A request entered ``route`` (in-flight gauge up)."""
-        self.in_flight.labels(route).inc()
+        self._child(self.in_flight, route).inc()
 
     def request_finished(self, route: str) -> None:
         """A request left ``route`` (in-flight gauge down)."""
-        self.in_flight.labels(route).dec()
+        self._child(self.in_flight, route).dec()
 
     def on_prediction(self, event: PredictionEvent) -> None:
         """Prediction callback: counts the rows of one answered request."""
-        self.predictions.labels(*self.labels_for(event.model, event.version)).inc(
+        self._child(self.predictions, *self.labels_for(event.model, event.version)).inc(
             event.inputs.n_rows
         )
 
@@ -215,17 +226,17 @@ class Metrics:
     ) -> None:
         """One model call by the micro-batcher: its rows, its wait, its duration."""
         labels = self.labels_for(model, version)
-        self.batch_size.labels(*labels).observe(size)
-        self.queue_delay.labels(*labels).observe(queue_delay_s)
-        self.inference_duration.labels(*labels).observe(inference_s)
+        self._child(self.batch_size, *labels).observe(size)
+        self._child(self.queue_delay, *labels).observe(queue_delay_s)
+        self._child(self.inference_duration, *labels).observe(inference_s)
 
     def count_cache(self, model: str, version: str, hits: int, misses: int) -> None:
         """Prediction-cache lookups of one request (``cached_predict(on_lookup=...)``)."""
         labels = self.labels_for(model, version)
         if hits:
-            self.cache_lookups.labels(*labels, "hit").inc(hits)
+            self._child(self.cache_lookups, *labels, "hit").inc(hits)
         if misses:
-            self.cache_lookups.labels(*labels, "miss").inc(misses)
+            self._child(self.cache_lookups, *labels, "miss").inc(misses)
 
     def count_predlog(self, outcome: str, n: int) -> None:
         """Callback for :class:`~modelport.monitoring.predlog.PredictionLog` counters."""

@@ -44,7 +44,8 @@ class LightGBMRuntime:
 
     def predict(self, batch: Columns) -> Outputs:
         """One ``Booster.predict`` for the whole batch."""
-        x = np.column_stack([self._column(batch, n) for n in self.signature.names])
+        x = (batch.stacked(self.signature.names) if not self.codes else
+             np.column_stack([self._column(batch, n) for n in self.signature.names]))
         raw = np.asarray(self.booster.predict(x, num_threads=1))
         if self.kind == "regression":
             return Outputs(raw)

@@ -54,8 +54,7 @@ class Feed:
         if len(self.columns) == 1:
             col = np.asarray(batch.data[self.columns[0]]).astype(self.dtype, copy=False)
             return col.reshape(-1, 1) if self.rank == 2 else col
-        return np.column_stack([batch.data[c] for c in self.columns]).astype(self.dtype,
-                                                                              copy=False)
+        return batch.stacked(self.columns).astype(self.dtype, copy=False)
 
 
 @dataclass(frozen=True)

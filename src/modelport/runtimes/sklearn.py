@@ -70,8 +70,7 @@ def to_model_input(signature: Signature, batch: Columns) -> Any:
         import pandas as pd
 
         return pd.DataFrame({n: batch.data[n] for n in signature.names}, copy=False)
-    cols = [batch.data[n] for n in signature.names]
-    return np.column_stack(cols).astype(signature.array_dtype, copy=False)
+    return batch.stacked(signature.names).astype(signature.array_dtype, copy=False)
 
 
 def infer_signature(model: Any) -> Signature:

@@ -60,8 +60,7 @@ class XGBoostRuntime:
 
     def _input(self, batch: Columns) -> Any:
         if not self.categorical:
-            return np.column_stack([batch.data[n] for n in self.signature.names]).astype(
-                np.float32, copy=False)
+            return batch.stacked(self.signature.names).astype(np.float32, copy=False)
         import pandas as pd
 
         frame = {}

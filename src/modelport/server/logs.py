@@ -15,10 +15,21 @@ __all__ = ["JsonFormatter", "configure_logging"]
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", ...fields}``; ``extra={"fields": {...}}`` merges in."""
 
+    _second = -1
+    _stamp = ""
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        """ISO 8601 UTC with milliseconds; the part up to the second is formatted once per
+        second (an access line per request would otherwise pay strftime each time)."""
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._stamp}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
