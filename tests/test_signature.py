@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from modelport.errors import InvalidInput
-from modelport.signature import Feature, Signature
+from modelport.signature import Feature, Signature, numbers_only
 from modelport.types import Columns
 
 NUMERIC = Signature(features=(Feature("age", "int"), Feature("bp", "float"),
@@ -104,3 +104,25 @@ def test_stacked_gives_the_matrix_itself_or_the_columns_in_the_asked_order() -> 
     batch = NUMERIC.from_rows([[1, 2.5, 3], [4, 5.5, 6]])
     assert batch.stacked(NUMERIC.names) is batch.matrix
     np.testing.assert_array_equal(batch.stacked(("ca", "age")), [[3, 1], [6, 4]])
+
+
+@pytest.mark.parametrize(("text", "plain"), [
+    (b'{"instances": [[1, 2.5, -3e2]]}', True),
+    (b'{"features": [1, 2, 3]}', True),
+    (b'{"instances": [[1, "2", 3]]}', False),
+    (b'{"instances": [[true, 2, 3]]}', False),
+    (b'{"instances": [[1, null, 3]]}', False),
+    (b'{"instances": [{"age": 1}]}', False),
+])
+def test_numbers_only_reads_the_json_text(text: bytes, plain: bool) -> None:
+    assert numbers_only(text) is plain
+
+
+def test_rows_known_to_be_numbers_validate_as_the_checked_path() -> None:
+    rows = [[30 + i, 120.5 + i, i % 4] for i in range(12)]
+    _same(NUMERIC.from_rows(rows, numbers_only=True), NUMERIC.from_rows(rows))
+    for bad, words in (([[1, 2.0, 3]] * 11 + [[1.5, 2.0, 3]], "expected an integer"),
+                       ([[1, 2.0, 3]] * 11 + [[1, [2.0], 3]], "expected a number")):
+        with pytest.raises(InvalidInput, match=words) as err:
+            NUMERIC.from_rows(bad, numbers_only=True)
+        assert err.value.row == 11

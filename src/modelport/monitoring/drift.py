@@ -179,7 +179,7 @@ class DriftCounters:
     """
 
     def __init__(self, profile: ReferenceProfile, window: Window | None = None, *,
-                 clock: Callable[[], float] = time.time, flush_rows: int = 256) -> None:
+                 clock: Callable[[], float] = time.time, flush_rows: int = 2048) -> None:
         self.profile = profile
         self.window = window or Window()
         self.digest = profile.digest()

@@ -44,7 +44,11 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str = "info") -> None:
     """JSON lines on stderr for modelport and uvicorn; uvicorn's own access log is off (the
-    edge middleware writes a richer one)."""
+    edge middleware writes a richer one). Records skip the thread and process names, which
+    the JSON lines do not show and every access line would otherwise look up."""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.config.dictConfig({
         "version": 1,
         "disable_existing_loggers": False,

@@ -21,7 +21,7 @@ from modelport.errors import InvalidInput
 from modelport.server.fastlane import FastRoute
 from modelport.server.models import ServedModel
 from modelport.server.state import app_state, predict, read_json, resolve_model
-from modelport.signature import Signature
+from modelport.signature import Signature, numbers_only
 from modelport.types import Columns, Outputs
 
 __all__ = ["FAST_ROUTES", "native_batch", "native_response", "router"]
@@ -30,14 +30,16 @@ router = APIRouter(tags=["native"])
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
-def native_batch(body: Any, sig: Signature, *, unseen: Any, max_rows: int) -> Columns:
-    """Validate a native request body into a batch."""
+def native_batch(body: Any, sig: Signature, *, unseen: Any, max_rows: int,
+                 plain: bool = False) -> Columns:
+    """Validate a native request body into a batch (``plain``: the JSON text held only
+    numbers, see :func:`~modelport.signature.numbers_only`)."""
     if not isinstance(body, Mapping):
         raise InvalidInput("expected a JSON object with 'features', 'instances' or 'columns'")
     if "features" in body:
         record = body["features"]
         if isinstance(record, list):  # one ordered row, features in signature order
-            return sig.from_rows([record], unseen=unseen, max_rows=max_rows)
+            return sig.from_rows([record], unseen=unseen, max_rows=max_rows, numbers_only=plain)
         if not isinstance(record, Mapping):
             raise InvalidInput("expected an object keyed by feature name or a list of values "
                                "in signature order", field="features")
@@ -48,7 +50,7 @@ def native_batch(body: Any, sig: Signature, *, unseen: Any, max_rows: int) -> Co
             raise InvalidInput("expected a list of records or rows", field="instances")
         if rows and isinstance(rows[0], Mapping):
             return sig.from_records(rows, unseen=unseen, max_rows=max_rows)
-        return sig.from_rows(rows, unseen=unseen, max_rows=max_rows)
+        return sig.from_rows(rows, unseen=unseen, max_rows=max_rows, numbers_only=plain)
     if "columns" in body:
         cols = body["columns"]
         if not isinstance(cols, Mapping) or not all(isinstance(v, list) for v in cols.values()):
@@ -77,8 +79,9 @@ async def _predict(request: Request, name: str | None, version: str | None) -> R
     state = app_state(request)
     served = resolve_model(request, name, version)
     s = state.settings
-    batch = native_batch(await read_json(request), served.signature,
-                         unseen=s.unseen_categories, max_rows=s.max_batch_rows)
+    body = await read_json(request)
+    batch = native_batch(body, served.signature, unseen=s.unseen_categories,
+                         max_rows=s.max_batch_rows, plain=numbers_only(await request.body()))
     outputs = await predict(request, served, batch, "native")
     return native_response(served, outputs, request.state.request_id)
 
@@ -89,7 +92,8 @@ async def _predict_bulk(request: Request, name: str | None, version: str | None)
     s = state.settings
     body = await read_json(request)
     batch = await run_in_threadpool(native_batch, body, served.signature,
-                                    unseen=s.unseen_categories, max_rows=s.max_bulk_rows)
+                                    unseen=s.unseen_categories, max_rows=s.max_bulk_rows,
+                                    plain=numbers_only(await request.body()))
     request.state.model, request.state.version = served.name, served.version
     outputs = await run_in_threadpool(served.loaded.runtime.predict, batch)
     return native_response(served, outputs, request.state.request_id)
