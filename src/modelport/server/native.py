@@ -1,9 +1,9 @@
 """The native REST protocol: ``/predict`` and ``/models/{name}[/versions/{v}]/predict``.
 
 Bodies: ``{"features": {...}}`` (one record, or one ordered row ``[63, 1, ...]``),
-``{"instances": [...]}`` (records keyed by feature
-name, or ordered rows) or ``{"columns": {"age": [...], ...}}`` (columnar, the cheapest to
-parse). ``/predict/batch`` takes large bodies and skips the micro-batcher.
+``{"instances": [...]}`` (records keyed by feature name, or ordered rows) or
+``{"columns": {"age": [...], ...}}`` (columnar, the cheapest to parse). ``/predict/batch``
+takes large bodies and skips the micro-batcher.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from modelport.server.state import app_state, predict, read_json, resolve_model
 from modelport.signature import Signature, numbers_only
 from modelport.types import Columns, Outputs
 
-__all__ = ["FAST_ROUTES", "native_batch", "native_response", "router"]
+__all__ = ["FAST_ROUTES", "native_batch", "native_response", "read_native", "router"]
 
 router = APIRouter(tags=["native"])
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -60,6 +60,13 @@ def native_batch(body: Any, sig: Signature, *, unseen: Any, max_rows: int,
                        "rows) or 'columns' (one list per feature)")
 
 
+async def read_native(request: Request) -> tuple[Any, bool]:
+    """The parsed JSON body, and whether its text held only numbers (``plain`` of
+    :func:`native_batch`)."""
+    body = await read_json(request)
+    return body, numbers_only(await request.body())  # the body is cached: no second read
+
+
 def native_response(served: ServedModel, outputs: Outputs, request_id: str) -> Response:
     """Predictions, probabilities and class labels, encoded straight from numpy arrays."""
     preds = outputs.predictions
@@ -79,9 +86,9 @@ async def _predict(request: Request, name: str | None, version: str | None) -> R
     state = app_state(request)
     served = resolve_model(request, name, version)
     s = state.settings
-    body = await read_json(request)
+    body, plain = await read_native(request)
     batch = native_batch(body, served.signature, unseen=s.unseen_categories,
-                         max_rows=s.max_batch_rows, plain=numbers_only(await request.body()))
+                         max_rows=s.max_batch_rows, plain=plain)
     outputs = await predict(request, served, batch, "native")
     return native_response(served, outputs, request.state.request_id)
 
@@ -90,10 +97,10 @@ async def _predict_bulk(request: Request, name: str | None, version: str | None)
     state = app_state(request)
     served = state.repo.get(name, version)
     s = state.settings
-    body = await read_json(request)
+    body, plain = await read_native(request)
     batch = await run_in_threadpool(native_batch, body, served.signature,
                                     unseen=s.unseen_categories, max_rows=s.max_bulk_rows,
-                                    plain=numbers_only(await request.body()))
+                                    plain=plain)
     request.state.model, request.state.version = served.name, served.version
     outputs = await run_in_threadpool(served.loaded.runtime.predict, batch)
     return native_response(served, outputs, request.state.request_id)

@@ -10,8 +10,8 @@ from starlette.responses import Response
 
 from modelport.errors import InvalidInput
 from modelport.server.fastlane import FastRoute
-from modelport.server.native import native_batch
-from modelport.server.state import app_state, predict, read_json, resolve_model
+from modelport.server.native import native_batch, read_native
+from modelport.server.state import app_state, predict, resolve_model
 
 __all__ = ["FAST_ROUTES", "router"]
 
@@ -42,12 +42,12 @@ async def v1_predict(request: Request, name: str) -> Response:
 async def _predict(request: Request, name: str | None, _version: str | None) -> Response:
     state = app_state(request)
     served = resolve_model(request, name, None)
-    body = await read_json(request)
+    body, plain = await read_native(request)
     if not isinstance(body, Mapping) or "instances" not in body:
         raise InvalidInput("expected {\"instances\": [...]}", field="instances")
     batch = native_batch({"instances": body["instances"]}, served.signature,
                          unseen=state.settings.unseen_categories,
-                         max_rows=state.settings.max_batch_rows)
+                         max_rows=state.settings.max_batch_rows, plain=plain)
     outputs = await predict(request, served, batch, "v1")
     preds = outputs.predictions
     body = {"predictions": preds.tolist() if preds.dtype == object else preds}
