@@ -194,3 +194,22 @@ def test_numeric_frame_pipeline_with_int_and_float_columns_keeps_parity(tmp_path
     report = optimize(tmp_path / "pkg", data=tmp_path / "ref.csv")
     assert report.parity.passed, report.parity
     assert report.parity.rows == 408 and report.parity.max_abs_diff < 1e-5
+
+
+def test_onnx_server_with_drift_imports_scipy_statistics_before_it_serves(
+        heart_copy: Path) -> None:
+    """An ONNX server (no scikit-learn in the process) imports scipy's distributions while its
+    model loads: at the first periodic drift check they stalled the event loop ~0.5 s."""
+    import json
+    import subprocess
+    import sys
+
+    optimize(heart_copy)
+    code = ("import json, sys\n"
+            "from modelport.config import Settings\n"
+            "from modelport.server.factory import build_app\n"
+            f"build_app(Settings(model=[{str(heart_copy)!r}], runtime='onnx'))\n"
+            "print(json.dumps({m: m in sys.modules for m in ('scipy.stats', 'sklearn')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert json.loads(out.stdout.splitlines()[-1]) == {"scipy.stats": True, "sklearn": False}

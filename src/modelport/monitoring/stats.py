@@ -50,6 +50,7 @@ __all__ = [
     "evaluate",
     "js_distance",
     "ks_binned",
+    "load_tests",
     "pool_sparse",
     "psi",
     "wasserstein_binned",
@@ -137,6 +138,13 @@ def pool_sparse(
         cp[j] += pc
         return rp, cp
     return np.append(rp, pr), np.append(cp, pc)
+
+
+def load_tests() -> None:
+    """Run each test once, so that scipy's distributions are imported (about half a second
+    and tens of MB) now rather than at the first evaluation of a window with rows."""
+    ks_binned((1, 2), (2, 1))
+    chi2_homogeneity((1, 2), (2, 1))
 
 
 def ks_binned(ref: Counts, cur: Counts) -> TestResult | None:
