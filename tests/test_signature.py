@@ -113,6 +113,12 @@ def test_stacked_gives_the_matrix_itself_or_the_columns_in_the_asked_order() -> 
     (b'{"instances": [[true, 2, 3]]}', False),
     (b'{"instances": [[1, null, 3]]}', False),
     (b'{"instances": [{"age": 1}]}', False),
+    (b'{"instances":[[false,2]]}', False),
+    (b'{"instances": [[1,\t2E+3,\n-0.5e-1]]}', True),
+    (b'[[1, 2], [3, 4]]', True),
+    (b'[[1, 2], [3, n]]', False),
+    (b'{"instances": [[1, 2]], "": 1}', False),
+    (b'{"nullable": [[1, 2]]}', True),
 ])
 def test_numbers_only_reads_the_json_text(text: bytes, plain: bool) -> None:
     assert numbers_only(text) is plain

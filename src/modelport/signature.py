@@ -313,9 +313,16 @@ class Signature:
 def numbers_only(json_text: bytes) -> bool:
     """Whether a JSON object's only strings are its keys (at most one key) and it holds no
     ``true``, ``false`` or ``null``: then every value in it is a number (or a list/object of
-    numbers). A few microseconds of byte search instead of a type check of every value."""
-    return (json_text.count(b'"') <= 2 and b"true" not in json_text
-            and b"false" not in json_text and b"null" not in json_text)
+    numbers). Outside its one string, JSON text spells ``t``, ``f`` or ``n`` only in those
+    words: a few byte searches (1 µs for 100 rows) instead of a type check of every value."""
+    first = json_text.find(b'"')
+    rest = json_text
+    if first >= 0:
+        second = json_text.find(b'"', first + 1)
+        if second < 0 or json_text.find(b'"', second + 1) >= 0:
+            return False
+        rest = json_text[:first] + json_text[second + 1:]
+    return b"t" not in rest and b"f" not in rest and b"n" not in rest
 
 
 def _exact_ints(rows: Sequence[Sequence[float]], ints: tuple[int, ...]) -> bool:

@@ -393,7 +393,7 @@ def _profile_outputs(
 def _as_float(values: npt.NDArray[Any]) -> FloatArray:
     arr = np.asarray(values)
     if arr.dtype.kind in "fiub":
-        return arr.astype(np.float64)
+        return arr.astype(np.float64, copy=False)
     import pandas as pd
 
     out: FloatArray = pd.to_numeric(pd.Series(arr, dtype=object), errors="coerce").to_numpy(
