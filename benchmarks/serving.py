@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,16 +98,18 @@ class Cell:
     p50_ms: float
     p99_ms: float
     errors: int
+    model_us: float | None = None
+    """Model time per request (modelport servers: from their inference-duration metric)."""
 
 
 def main() -> None:
     """Run the benchmark and print its tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round of 3 s cells")
-    parser.add_argument("--duration", type=float, help="seconds per cell (default 5)")
+    parser.add_argument("--duration", type=int, help="whole seconds per cell (default 5)")
     parser.add_argument("--rounds", type=int, help="rounds over every cell (default 3)")
     args = parser.parse_args()
-    duration = args.duration or (3.0 if args.quick else 5.0)
+    duration = float(max(1, args.duration or (3 if args.quick else 5)))
     rounds = max(1, args.rounds or (1 if args.quick else 3))
     wrk = find_wrk()
     cpus = sorted(os.sched_getaffinity(0))
@@ -279,13 +281,32 @@ def drive(servers: list[Server], wrk: str, rows: list[list[float]], *, duration:
             script = tmp / f"{s.name}-{n_rows}.lua"
             script.write_text(LUA.replace("BODY", single if n_rows == 1 else batch))
             url = s.url(s.single if n_rows == 1 else s.batch)
-            run_wrk(wrk, url, script, conc=conc, duration=min(1.0, duration / 3), cpu=cpu)
+            run_wrk(wrk, url, script, conc=conc, duration=1, cpu=cpu)  # warm-up
+            before = model_seconds(s)
             out = run_wrk(wrk, url, script, conc=conc, duration=duration, cpu=cpu)
-            cells.append(cell(s.name, label, conc, n_rows, out))
-            c = cells[-1]
+            c = cell(s.name, label, conc, n_rows, out)
+            if before is not None:
+                model_s = (model_seconds(s) or 0.0) - before
+                c = replace(c, model_us=model_s / max(1, out["requests"]) * 1e6)
+            cells.append(c)
+            model = f"  model {c.model_us:6.1f} us/req" if c.model_us is not None else ""
             print(f"{label:14} {s.name:17} {c.req_s:9.0f} req/s  p50 {c.p50_ms:7.2f} ms  "
-                  f"p99 {c.p99_ms:7.2f} ms  errors {c.errors}", flush=True)
+                  f"p99 {c.p99_ms:7.2f} ms  errors {c.errors}{model}", flush=True)
     return cells
+
+
+def model_seconds(server: Server) -> float | None:
+    """Seconds a modelport server has spent in model calls so far (the sum of its
+    ``modelport_inference_duration_seconds`` histogram); ``None`` for the other servers."""
+    if not server.name.startswith("modelport"):
+        return None
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(server.url("/metrics"), timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               if family.name == "modelport_inference_duration_seconds"
+               for sample in family.samples if sample.name.endswith("_sum"))
 
 
 def run_wrk(wrk: str, url: str, script: Path, *, conc: int, duration: float,
@@ -308,11 +329,13 @@ def median_cells(runs: list[list[Cell]]) -> list[Cell]:
     for cells in zip(*runs, strict=True):
         first = cells[0]
         req_s = statistics.median(c.req_s for c in cells)
+        model = [c.model_us for c in cells if c.model_us is not None]
         out.append(Cell(first.server, first.workload, first.concurrency, first.rows_per_request,
                         req_s, req_s * first.rows_per_request,
                         statistics.median(c.p50_ms for c in cells),
                         statistics.median(c.p99_ms for c in cells),
-                        sum(c.errors for c in cells)))
+                        sum(c.errors for c in cells),
+                        statistics.median(model) if model else None))
     return out
 
 
@@ -342,13 +365,17 @@ def report(runs: list[list[Cell]], rss: dict[str, float], *, duration: float, pi
              f"NOT pinned: only {cpus} core available, servers and wrk share it")
     print(f"\nmedians of {len(runs)} round(s) of {duration:g} s per cell; {where}\n")
     print(f"{'workload':14} {'server':17} {'req/s':>8} {'rows/s':>9} {'p50 ms':>7} {'p99 ms':>8} "
-          f"{'errors':>6} {'x base':>7} {'x floor':>7}")
+          f"{'errors':>6} {'x base':>7} {'x floor':>7} {'us/req':>7} {'model':>7}")
     by = {(c.workload, c.server): c for c in cells}
     for c in cells:
         base, floor = by[(c.workload, "baseline")], by[(c.workload, "floor")]
+        model = f"{c.model_us:7.0f}" if c.model_us is not None else f"{'':7}"
         print(f"{c.workload:14} {c.server:17} {c.req_s:8.0f} {c.rows_s:9.0f} {c.p50_ms:7.2f} "
               f"{c.p99_ms:8.2f} {c.errors:6d} {c.req_s / base.req_s:7.2f} "
-              f"{c.req_s / floor.req_s:7.2f}")
+              f"{c.req_s / floor.req_s:7.2f} {1e6 / c.req_s:7.0f} {model}")
+    print("\nus/req: 1 / req/s, the server's time per request when it is saturated (its one core "
+          "busy; at c=1 it is the round trip).\nmodel: of which the model calls, per request "
+          "(modelport's inference-duration metric).")
     print("\nRSS after load (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
     targets = check_targets(by, rss)
     print("\ntargets (issue 3):")
@@ -385,7 +412,9 @@ def check_targets(by: dict[tuple[str, str], Cell], rss: dict[str, float]) -> lis
         (f"ONNX c=1 p50 <= 1.5x floor p50: {onnx1.p50_ms / floor1.p50_ms:.2f}x",
          onnx1.p50_ms <= 1.5 * floor1.p50_ms),
         (f"ONNX 100-row rows/s >= 0.65x floor: {onnxb.rows_s / floorb.rows_s:.2f}x "
-         f"({onnxb.rows_s / baseb.rows_s:.1f}x baseline)", onnxb.rows_s >= 0.65 * floorb.rows_s),
+         f"({onnxb.rows_s / baseb.rows_s:.1f}x baseline; {1e6 / onnxb.req_s:.0f} us per request, "
+         f"{onnxb.model_us or 0:.0f} of them in the model; the floor's whole request "
+         f"{1e6 / floorb.req_s:.0f} us)", onnxb.rows_s >= 0.65 * floorb.rows_s),
         (f"native c=64 >= 2.5x baseline: {native64.req_s / base64.req_s:.2f}x",
          native64.req_s >= 2.5 * base64.req_s),
         ("zero errors in every cell", all(c.errors == 0 for c in by.values())),
