@@ -3,9 +3,9 @@
 The batcher never holds a lone request: a request that finds the model idle is run on the
 next turn of the event loop. Every request that arrives in the same turn (a burst, or a
 loaded server's next wave) joins it, up to ``max_batch_size`` rows; a request of that many rows
-or more shares no call, so it runs at once when nothing is queued (a 100-row request at
-concurrency 8 skipped the queue and went from ~625 to ~555 µs of server time). While the model is busy,
-arriving requests queue up and the next call takes all of them. Under sustained load (the
+or more shares no call, so it runs at once when nothing is queued (100-row requests at
+concurrency 8: ~625 -> ~555 µs of server time each). While the model is busy, arriving
+requests queue up and the next call takes all of them. Under sustained load (the
 previous call was a real batch) the batcher lets a few more turns pass, while new requests keep
 arriving and for at most ``max_wait_s``, to fill the batch; it never idles waiting.
 

@@ -128,3 +128,35 @@ def test_an_unreachable_server_is_a_clear_error() -> None:
     result = CliRunner().invoke(cli, ["drift", "status", url])
     assert result.exit_code != 0
     assert "cannot reach" in str(result.exception)
+
+
+class _SlowMonitor(DriftMonitor):
+    """A drift monitor whose evaluation takes 0.3 s, as a model with hundreds of features."""
+
+    checks = 0
+
+    def status(self):  # type: ignore[no-untyped-def]
+        type(self).checks += 1
+        time.sleep(0.3)
+        return super().status()
+
+
+async def test_periodic_drift_checks_leave_the_event_loop_free(profile: ReferenceProfile) -> None:
+    import asyncio
+
+    from modelport.monitoring.metrics import Metrics
+    from modelport.server.monitoring import Monitoring
+
+    monitoring = Monitoring(Metrics(), drift_check_s=0.01)
+    monitoring.drift["credit"] = _SlowMonitor(profile, "credit", "3")
+    checks = asyncio.create_task(monitoring._check_drift_forever())
+    longest, last = 0.0, time.perf_counter()
+    end = last + 0.8
+    while time.perf_counter() < end:  # the loop's turns while checks run
+        await asyncio.sleep(0.005)
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    checks.cancel()
+    await asyncio.gather(checks, return_exceptions=True)
+    assert _SlowMonitor.checks >= 2
+    assert longest < 0.15  # on the loop, each check would have stalled it for 0.3 s

@@ -96,7 +96,9 @@ class Monitoring:
     async def _check_drift_forever(self) -> None:
         while True:
             await asyncio.sleep(self.drift_check_s)
-            self.check_drift()
+            # on a thread: a wide model's evaluation takes tens of ms (300 features: ~70 ms),
+            # which would stall every request in flight; the loop now keeps its turns
+            await asyncio.to_thread(self.check_drift)
 
     def check_drift(self) -> None:
         """Evaluate every model's drift window: metrics gauges, and alerts on changes."""
