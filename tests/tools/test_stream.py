@@ -110,6 +110,30 @@ def test_redelivered_requests_get_no_second_output(
     assert _output_ids(client, config) == Counter(ids)
 
 
+def test_answered_ids_are_remembered_for_done_ttl_s_and_no_longer(
+        client: Any, config: StreamConfig, model: LoadedModel) -> None:
+    from dataclasses import replace
+
+    ids = _send(client, config, model, 3)
+    consume(model, replace(config, done_ttl_s=60), idle_exit_s=0.3)
+    ttls = [client.ttl(config.done_key(i)) for i in ids]
+    assert all(0 < t <= 60 for t in ttls), ttls  # each mark expires: Redis does not grow
+    client.delete(*(config.done_key(i) for i in ids))  # as if the week had passed
+    client.xgroup_setid(config.in_stream, config.group, "0")
+    again = consume(model, replace(config, done_ttl_s=0), idle_exit_s=0.3)
+    assert (again.predicted, again.duplicates) == (3, 0)  # forgotten: predicted again
+    assert [client.ttl(config.done_key(i)) for i in ids] == [-1, -1, -1]  # 0: kept for ever
+
+
+def test_a_negative_done_ttl_is_refused(config: StreamConfig, model: LoadedModel) -> None:
+    from dataclasses import replace
+
+    from modelport.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="done-ttl-s"):
+        consume(model, replace(config, done_ttl_s=-1), idle_exit_s=0.1)
+
+
 def test_pending_requests_of_a_dead_consumer_are_claimed_after_the_idle_time(
         client: Any, config: StreamConfig, model: LoadedModel) -> None:
     ids = _send(client, config, model, 10)

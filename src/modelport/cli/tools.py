@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 from pathlib import Path
@@ -68,6 +69,9 @@ def stream(
                                                "left pending this long.")] = 5000,
     idle_exit: Annotated[float | None, typer.Option(help="Stop after this many seconds "
                                                     "without requests.")] = None,
+    done_ttl_s: Annotated[int, typer.Option(help="Remember answered input ids this long "
+                                            "(no second output for a redelivery); 0: for "
+                                            "ever.")] = 7 * 24 * 3600,
 ) -> None:
     """Predict requests from a Redis Stream into another one (at-least-once, idempotent)."""
     from modelport.package import load_model
@@ -75,10 +79,9 @@ def stream(
 
     model = load_model(package)
     config = StreamConfig(redis, in_stream, out_stream, group, batch=batch,
-                          claim_idle_ms=claim_idle_ms)
+                          claim_idle_ms=claim_idle_ms, done_ttl_s=done_ttl_s)
     if consumer:
-        config = StreamConfig(redis, in_stream, out_stream, group, consumer, batch,
-                              claim_idle_ms)
+        config = dataclasses.replace(config, consumer=consumer)
     stopping: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))

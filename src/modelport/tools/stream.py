@@ -3,10 +3,11 @@
 A consumer reads requests from the input stream with ``XREADGROUP`` (``COUNT`` = the micro-batch
 size), validates and predicts the whole batch at once, and for each request runs one small Lua
 script that, atomically, adds the result to the output stream *unless that input id already has
-one* (a Redis set of done ids) and acknowledges the request. So a request is acknowledged only
-after its prediction is written, and a redelivered request (its consumer died after reading it,
-another one claimed it with ``XAUTOCLAIM`` once it had been idle ``claim_idle_ms``) never gets a
-second output record. Requests that cannot be predicted go to ``<out>:rejects`` with the reason.
+one* (a ``<out>:done:<id>`` key, kept ``done_ttl_s``: a week by default) and acknowledges the
+request. So a request is acknowledged only after its prediction is written, and a redelivered
+request (its consumer died after reading it, another one claimed it with ``XAUTOCLAIM`` once it
+had been idle ``claim_idle_ms``) never gets a second output record within that time. Requests
+that cannot be predicted go to ``<out>:rejects`` with the reason.
 
 A request carries an optional ``id`` field (else its stream entry id is its id) and either a
 ``features`` field holding a JSON object, or one field per feature (``age 63 thal normal``).
@@ -29,10 +30,17 @@ from modelport.types import Outputs
 
 __all__ = ["StreamConfig", "StreamStats", "consume"]
 
-# KEYS: target stream, done-ids set, input stream; ARGV: group, entry id, input id, fields...
+# KEYS: target stream, the input id's done key, input stream;
+# ARGV: group, entry id, seconds the done key lives (0: for ever), fields...
 _WRITE_AND_ACK = """
+local first
+if tonumber(ARGV[3]) > 0 then
+  first = redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3])
+else
+  first = redis.call('SET', KEYS[2], '1', 'NX')
+end
 local added = 0
-if redis.call('SADD', KEYS[2], ARGV[3]) == 1 then
+if first then
   redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
   added = 1
 end
@@ -60,16 +68,18 @@ class StreamConfig:
     """A request pending this long with another consumer is taken over (that one is dead)."""
     block_ms: int = 1000
     """Longest one read waits for new requests (also how quickly a stop is noticed)."""
+    done_ttl_s: int = 7 * 24 * 3600
+    """How long an input id is remembered as answered: a redelivery within it gets no second
+    output record. 0 remembers ids for ever (Redis memory then grows with every request)."""
 
     @property
     def rejects_stream(self) -> str:
         """Where requests that cannot be predicted go, with the reason."""
         return f"{self.out_stream}:rejects"
 
-    @property
-    def done_key(self) -> str:
-        """Redis set of the input ids that already have an output (or a reject) record."""
-        return f"{self.out_stream}:done"
+    def done_key(self, input_id: str) -> str:
+        """The Redis key that marks ``input_id`` as having an output (or a reject) record."""
+        return f"{self.out_stream}:done:{input_id}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,8 @@ def consume(
     every ``block_ms``) or, with ``idle_exit_s``, until no request came for that long."""
     if config.batch < 1:
         raise ConfigError(f"--batch must be at least 1, got {config.batch}")
+    if config.done_ttl_s < 0:
+        raise ConfigError(f"--done-ttl-s must be 0 (for ever) or more, got {config.done_ttl_s}")
     client = _connect(config)
     write = client.register_script(_WRITE_AND_ACK)
     total = StreamStats()
@@ -173,8 +185,9 @@ def _handle(model: LoadedModel, client: Any, write: Any, config: StreamConfig,
     pipe = client.pipeline(transaction=False)
     for msg, (target, payload) in zip(messages, results, strict=True):
         stream = config.out_stream if target == "out" else config.rejects_stream
-        args = [config.group, msg.entry, msg.input_id, "id", msg.input_id, "entry", msg.entry]
-        write(keys=[stream, config.done_key, config.in_stream],
+        args = [config.group, msg.entry, config.done_ttl_s, "id", msg.input_id, "entry",
+                msg.entry]
+        write(keys=[stream, config.done_key(msg.input_id), config.in_stream],
               args=args + [x for kv in payload.items() for x in kv], client=pipe)
     added = pipe.execute()
     rejected = sum(1 for (t, _), a in zip(results, added, strict=True) if t == "rejects" and a)
