@@ -50,9 +50,9 @@ __all__ = [
     "evaluate",
     "js_distance",
     "ks_binned",
-    "load_tests",
     "pool_sparse",
     "psi",
+    "warm_up_tests",
     "wasserstein_binned",
 ]
 
@@ -140,7 +140,7 @@ def pool_sparse(
     return np.append(rp, pr), np.append(cp, pc)
 
 
-def load_tests() -> None:
+def warm_up_tests() -> None:
     """Run each test once, so that scipy's distributions are imported (about half a second
     and tens of MB) now rather than at the first evaluation of a window with rows."""
     ks_binned((1, 2), (2, 1))

@@ -20,7 +20,7 @@ from modelport.monitoring.drift import DriftMonitor
 from modelport.monitoring.metrics import Metrics
 from modelport.monitoring.predlog import PredictionLog
 from modelport.monitoring.profile import ReferenceProfile
-from modelport.monitoring.stats import load_tests
+from modelport.monitoring.stats import warm_up_tests
 from modelport.package import LoadedModel, file_sha256
 from modelport.server.drift_routes import drift_router
 from modelport.server.models import ServedModel
@@ -114,7 +114,7 @@ class Monitoring:
 def _drift_monitor(model: LoadedModel, profile_json: str) -> DriftMonitor:
     """A model's drift monitor. scipy's distributions are imported here, while the model
     loads: at the first periodic check they would stall the event loop for half a second."""
-    load_tests()
+    warm_up_tests()
     return DriftMonitor(ReferenceProfile.from_json(profile_json), model.name, model.version)
 
 
