@@ -38,6 +38,14 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     """A file with one API key per line (read once at start)."""
 
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Admin keys: the admin API and the V2 repository routes (everything that changes what is
+    served) answer only to one of these; with none set those routes are off (403). An admin key
+    also works wherever a prediction key does."""
+
+    admin_keys_file: Path | None = None
+    """A file with one admin key per line (read once at start)."""
+
     public_metrics: bool = False
     """Let ``/metrics`` be scraped without an API key (probes are always open)."""
 
@@ -118,7 +126,7 @@ class Settings(BaseSettings):
     swap_grace_s: float = 10.0
     """After a switch, how long the old version keeps answering requests already routed to it."""
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -138,7 +146,7 @@ class Settings(BaseSettings):
         for name, value in self:
             if value is None:
                 continue
-            if name == "api_keys":
+            if name in {"api_keys", "admin_keys"}:
                 text = ",".join(k.get_secret_value() for k in value)
             elif name == "model":
                 text = ",".join(value)
@@ -149,8 +157,16 @@ class Settings(BaseSettings):
 
     def all_api_keys(self) -> list[str]:
         """Keys from the setting and from ``api_keys_file``, secrets revealed for comparison."""
-        keys = [k.get_secret_value() for k in self.api_keys]
-        if self.api_keys_file is not None:
-            text = self.api_keys_file.read_text(encoding="utf-8")
-            keys += [line.strip() for line in text.splitlines() if line.strip()]
-        return keys
+        return _keys(self.api_keys, self.api_keys_file)
+
+    def all_admin_keys(self) -> list[str]:
+        """Admin keys from the setting and from ``admin_keys_file``, revealed for comparison."""
+        return _keys(self.admin_keys, self.admin_keys_file)
+
+
+def _keys(given: list[SecretStr], file: Path | None) -> list[str]:
+    keys = [k.get_secret_value() for k in given]
+    if file is not None:
+        text = file.read_text(encoding="utf-8")
+        keys += [line.strip() for line in text.splitlines() if line.strip()]
+    return keys

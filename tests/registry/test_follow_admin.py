@@ -26,13 +26,16 @@ def reg(sqlite_url: str, tmp_path: Path, heart_package: Path) -> Iterator[Regist
         yield registry
 
 
+ADMIN = "admin-secret"
+
+
 @pytest.fixture
 def admin(reg: Registry) -> Iterator[TestClient]:
     """An app serving heart@production, following it (slow poll: the API triggers checks)."""
-    app = create_app([load_ref(reg, "heart@production")], Settings(), extensions=[
-        follow_extension(reg, "heart", "production", interval_s=60, grace_s=0),
-        admin_extension(reg)])
-    with TestClient(app) as client:
+    app = create_app([load_ref(reg, "heart@production")], Settings(admin_keys=[ADMIN]),
+                     extensions=[follow_extension(reg, "heart", "production", interval_s=60,
+                                                  grace_s=0), admin_extension(reg)])
+    with TestClient(app, headers={"authorization": f"Bearer {ADMIN}"}) as client:
         yield client
 
 
@@ -92,10 +95,29 @@ def test_models_lists_versions_policy_and_follow_status(admin: TestClient) -> No
     assert heart["follow"]["alias"] == "production"
 
 
-def test_admin_routes_need_a_key_when_keys_are_set(reg: Registry) -> None:
-    app = create_app([load_ref(reg, "heart@production")], Settings(api_keys=["k1"]),
+def test_admin_routes_need_the_admin_key_not_a_prediction_key(reg: Registry) -> None:
+    app = create_app([load_ref(reg, "heart@production")],
+                     Settings(api_keys=["k1"], admin_keys=[ADMIN]),
                      extensions=[admin_extension(reg)])
     with TestClient(app) as client:
         assert client.get("/admin/models").status_code == 401
         assert client.get("/admin/models", headers={"authorization": "Bearer k1"}
+                          ).status_code == 403
+        assert client.get("/admin/models", headers={"authorization": f"Bearer {ADMIN}"}
                           ).status_code == 200
+        # the admin key also opens the prediction routes
+        assert client.get("/models", headers={"x-api-key": ADMIN}).status_code == 200
+
+
+def test_without_an_admin_key_mutations_are_off_and_say_how_to_turn_them_on(
+        reg: Registry) -> None:
+    app = create_app([load_ref(reg, "heart@production")], Settings(),
+                     extensions=[admin_extension(reg)])
+    with TestClient(app) as client:
+        answer = client.put("/admin/models/heart/aliases/production", json={"version": "1.1.0"})
+        assert answer.status_code == 403
+        assert "MODELPORT_ADMIN_KEYS" in answer.json()["error"]
+        assert "--admin-keys-file" in answer.json()["error"]
+        assert client.post("/v2/repository/models/heart/unload").status_code == 403
+        assert client.get("/ready").status_code == 200
+    assert reg.alias_target("heart", "production") == "1.0.0"

@@ -99,6 +99,10 @@ def _until(probe: Callable[[], Any], timeout: float) -> Any:
     return value
 
 
+ADMIN = "admin-secret"
+AUTH = {"authorization": f"Bearer {ADMIN}"}
+
+
 @pytest.fixture
 def registry_env(tmp_path: Path, heart_package: Path) -> Iterator[tuple[Registry, dict[str,
                                                                                       str]]]:
@@ -113,7 +117,8 @@ def registry_env(tmp_path: Path, heart_package: Path) -> Iterator[tuple[Registry
         reg.push(heart_package, "heart", "1.3.0")
         reg.set_alias("heart", "production", "1.0.0", actor="test")
         yield reg, {"MODELPORT_REGISTRY_DB": db, "MODELPORT_REGISTRY_STORE": str(store),
-                    "MODELPORT_REGISTRY_POLL_S": "0.2", "MODELPORT_SWAP_GRACE_S": "0.3"}
+                    "MODELPORT_ADMIN_KEYS": ADMIN, "MODELPORT_REGISTRY_POLL_S": "0.2",
+                    "MODELPORT_SWAP_GRACE_S": "0.3"}
 
 
 @pytest.fixture
@@ -126,7 +131,8 @@ def server(registry_env: tuple[Registry, dict[str, str]]
 
 
 def _follow(url: str) -> dict[str, Any]:
-    status: dict[str, Any] = httpx.get(f"{url}/admin/models").json()["heart"]["follow"]
+    status: dict[str, Any] = httpx.get(f"{url}/admin/models", headers=AUTH
+                                       ).json()["heart"]["follow"]
     return status
 
 
@@ -153,7 +159,8 @@ def test_hot_swap_under_load_fails_no_request(
             reg.set_alias("heart", "production", version, actor="test")
             delays[version] = load.switch_delay(version, moved)
         moved = time.monotonic()
-        rollback = CliRunner().invoke(cli, ["rollout", "rollback", url, "heart", "production"])
+        rollback = CliRunner(env={"MODELPORT_ADMIN_KEY": ADMIN}).invoke(
+                cli, ["rollout", "rollback", url, "heart", "production"])
         assert rollback.exit_code == 0, rollback.output
         delays["rollback to 1.2.0"] = load.switch_delay("1.2.0", moved)
     replies, errors = load.replies, load.errors

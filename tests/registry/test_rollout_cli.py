@@ -37,17 +37,17 @@ def server(sqlite_url: str, tmp_path: Path, heart_package: Path) -> Iterator[str
         reg.set_alias("heart", "production", "1.0.0")
     settings = Settings(model=["heart@production"], registry_db=sqlite_url,
                         registry_store=store, registry_poll_s=60, swap_grace_s=0,
-                        api_keys=[KEY])
+                        admin_keys=[KEY])
     with serving(build_app(settings)) as url:
         yield url
 
 
 @pytest.fixture
 def cli(server: str) -> Cli:
-    """``rollout COMMAND URL ARGS`` with the key from MODELPORT_API_KEY."""
+    """``rollout COMMAND URL ARGS`` with the admin key from MODELPORT_ADMIN_KEY."""
     app = typer.Typer()
     register(app)
-    runner = CliRunner(env={"MODELPORT_API_KEY": KEY})
+    runner = CliRunner(env={"MODELPORT_ADMIN_KEY": KEY})
 
     def run(command: str, *args: str) -> Result:
         return runner.invoke(app, ["rollout", command, server, *args])
@@ -100,9 +100,9 @@ def test_rollback_takes_effect_on_the_server(cli: Cli, server: str,
 def test_without_a_key_the_error_says_how_to_give_one(server: str) -> None:
     app = typer.Typer()
     register(app)
-    result = CliRunner(env={"MODELPORT_API_KEY": None}).invoke(app, ["rollout", "status", server])
+    result = CliRunner(env={"MODELPORT_ADMIN_KEY": None}).invoke(app, ["rollout", "status", server])
     assert isinstance(result.exception, Unauthorized)
-    assert "--api-key" in str(result.exception)
+    assert "--admin-key" in str(result.exception)
 
 
 def test_a_server_that_is_not_there_is_a_clear_error() -> None:

@@ -38,6 +38,10 @@ def events() -> list[PredictionEvent]:
     return []
 
 
+ADMIN = "admin-secret"
+AUTH = {"authorization": f"Bearer {ADMIN}"}
+
+
 @pytest.fixture
 def server(sqlite_url: str, tmp_path: Path, heart_package: Path, heart_dir: Path,
            events: list[PredictionEvent]) -> Iterator[str]:
@@ -46,10 +50,11 @@ def server(sqlite_url: str, tmp_path: Path, heart_package: Path, heart_dir: Path
         reg.push(heart_package, "heart", "1.0.0")
         reg.push(contrarian(heart_dir, tmp_path / "contrarian"), "heart", "2.0.0")
         reg.set_alias("heart", "production", "1.0.0")
-        app = create_app([load_ref(reg, "heart@production")], Settings(),
+        app = create_app([load_ref(reg, "heart@production")], Settings(admin_keys=[ADMIN]),
                          on_prediction=[events.append], extensions=[admin_extension(reg)])
         with serving(app) as url:
-            assert httpx.post(f"{url}/admin/models/heart/versions/2.0.0/load").status_code == 200
+            assert httpx.post(f"{url}/admin/models/heart/versions/2.0.0/load",
+                                   headers=AUTH).status_code == 200
             yield url
 
 
@@ -76,7 +81,8 @@ def test_shadow_answers_with_the_primary_and_records_both(
         server: str, events: list[PredictionEvent], log: Records,
         records: list[dict[str, Any]]) -> None:
     policy = {"arms": [{"version": "1.0.0", "name": "primary"}], "shadow": ["2.0.0"]}
-    assert httpx.put(f"{server}/admin/models/heart/traffic", json=policy).status_code == 200
+    answer = httpx.put(f"{server}/admin/models/heart/traffic", json=policy, headers=AUTH)
+    assert answer.status_code == 200
     answer = httpx.post(f"{server}/models/heart/predict", json={"instances": records})
     rid = answer.headers["x-request-id"]
     assert answer.headers["x-model-version"] == "1.0.0"
@@ -94,7 +100,8 @@ def test_shadow_answers_with_the_primary_and_records_both(
 def test_the_arm_that_answered_is_in_a_header(server: str,
                                               records: list[dict[str, Any]]) -> None:
     policy = {"arms": [{"version": "2.0.0", "name": "canary"}]}
-    assert httpx.put(f"{server}/admin/models/heart/traffic", json=policy).status_code == 200
+    answer = httpx.put(f"{server}/admin/models/heart/traffic", json=policy, headers=AUTH)
+    assert answer.status_code == 200
     answer = httpx.post(f"{server}/models/heart/predict", json={"features": records[0]})
     assert (answer.headers["x-model-version"], answer.headers.get("x-model-arm")) == (
         "2.0.0", "canary")
@@ -103,7 +110,8 @@ def test_the_arm_that_answered_is_in_a_header(server: str,
 def test_a_sticky_key_always_gets_the_same_version(server: str,
                                                    records: list[dict[str, Any]]) -> None:
     policy = {"arms": [{"version": "1.0.0"}, {"version": "2.0.0"}], "sticky_header": "X-User"}
-    assert httpx.put(f"{server}/admin/models/heart/traffic", json=policy).status_code == 200
+    answer = httpx.put(f"{server}/admin/models/heart/traffic", json=policy, headers=AUTH)
+    assert answer.status_code == 200
     seen: dict[str, set[str]] = {}
     with httpx.Client(base_url=server) as client:
         for _ in range(4):

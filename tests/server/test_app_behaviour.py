@@ -125,7 +125,8 @@ def test_unseen_category_passes_to_the_encoder_when_configured(
 
 
 def test_repository_extension_unloads_and_loads() -> None:
-    with _app() as c:
+    with _app(admin_keys=["adm"]) as c:
+        c.headers["authorization"] = "Bearer adm"
         assert c.post("/v2/repository/index").json()[0]["state"] == "READY"
         assert c.post("/v2/repository/models/adder/unload").status_code == 200
         assert c.post("/predict", json={"features": {"x": 1, "y": 1}}).status_code == 404
@@ -134,6 +135,21 @@ def test_repository_extension_unloads_and_loads() -> None:
         assert c.post("/v2/repository/models/adder/load").status_code == 200
         assert c.post("/predict", json={"features": {"x": 1, "y": 1}}).status_code == 200
         assert c.post("/v2/repository/models/other/load").status_code == 404
+
+
+def test_repository_unload_without_an_admin_key_is_refused() -> None:
+    """Reaching the port is not enough to take a model out of service."""
+    with _app() as c:
+        answer = c.post("/v2/repository/models/adder/unload")
+        assert answer.status_code == 403
+        assert "admin key" in answer.json()["error"]
+        assert c.get("/ready").status_code == 200
+    with _app(api_keys=["k1"], admin_keys=["adm"]) as c:
+        assert c.post("/v2/repository/models/adder/unload").status_code == 401
+        assert c.post("/v2/repository/models/adder/unload",
+                      headers={"x-api-key": "k1"}).status_code == 403
+        assert c.post("/predict", json={"features": {"x": 1, "y": 1}},
+                      headers={"x-api-key": "k1"}).status_code == 200
 
 
 def test_server_and_model_metadata(client: TestClient) -> None:

@@ -1,9 +1,10 @@
 """``modelport rollout …``: roll out on a running server through its admin API.
 
 ``status``, ``alias``, ``rollback``, ``traffic``, ``canary-step``, ``load``, ``unload``: each
-command is one or two HTTP calls to ``URL/admin/…`` plus formatting. ``--api-key`` (or
-``MODELPORT_API_KEY``) is sent as ``Authorization: Bearer KEY``. An answer of 4xx/5xx becomes
-the matching :mod:`modelport.errors` error, which ``modelport.cli.main`` prints as one line.
+command is one or two HTTP calls to ``URL/admin/…`` plus formatting. The server's admin key,
+``--admin-key`` (or ``MODELPORT_ADMIN_KEY``), is sent as ``Authorization: Bearer KEY``. An
+answer of 4xx/5xx becomes the matching :mod:`modelport.errors` error, which
+``modelport.cli.main`` prints as one line.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ Url = Annotated[str, typer.Argument(help="The running server, e.g. http://127.0.
                                     show_default=False)]
 Name = Annotated[str, typer.Argument(help="Model name, e.g. heart", show_default=False)]
 ApiKey = Annotated[str | None, typer.Option(
-    "--api-key", envvar="MODELPORT_API_KEY", show_default=False,
-    help="Sent as Authorization: Bearer KEY [env: MODELPORT_API_KEY]")]
+    "--admin-key", "--api-key", envvar="MODELPORT_ADMIN_KEY", show_default=False,
+    help="The server's admin key, sent as Authorization: Bearer KEY "
+         "[env: MODELPORT_ADMIN_KEY]")]
 Timeout = Annotated[float, typer.Option(
     "--timeout", help="Seconds to wait for the server (a move loads and checks a model)")]
 Reason = Annotated[str | None, typer.Option("--reason", help="Recorded with the move",
@@ -330,7 +332,8 @@ def _error(status: int, text: str) -> ModelportError:
         message = str(json.loads(text).get("error") or text)
     except (ValueError, AttributeError):
         message = text[:300] or "(empty answer)"
-    hint = "; pass --api-key KEY or set MODELPORT_API_KEY" if status in (401, 403) else ""
+    hint = (("; pass the server's admin key: --admin-key KEY or MODELPORT_ADMIN_KEY=KEY")
+            if status in (401, 403) else "")
     return _ERRORS.get(status, ModelportError)(f"the server answered {status}: {message}{hint}")
 
 

@@ -29,6 +29,9 @@ def serve(
         "--unseen", help="reject (422) or pass unseen categories to the encoder.")] = None,
     api_keys_file: Annotated[Path | None, typer.Option(
         help="File with one API key per line; also MODELPORT_API_KEYS=k1,k2.")] = None,
+    admin_keys_file: Annotated[Path | None, typer.Option(
+        help="File with one admin key per line; also MODELPORT_ADMIN_KEYS=k1,k2. Without an "
+             "admin key the admin API and V2 repository routes are off.")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning.")] = None,
 ) -> None:
@@ -40,7 +43,8 @@ def serve(
         "model": targets, "host": host, "port": port, "workers": workers,
         "max_batch_size": max_batch_size, "max_batch_wait_ms": max_batch_wait_ms,
         "runtime": runtime, "unseen_categories": unseen_categories,
-        "api_keys_file": api_keys_file, "max_body_bytes": max_body_bytes,
+        "api_keys_file": api_keys_file, "admin_keys_file": admin_keys_file,
+        "max_body_bytes": max_body_bytes,
         "log_level": log_level,
     }
     settings = Settings(**{k: v for k, v in flags.items() if v is not None})

@@ -1,7 +1,8 @@
 """The admin API: load/unload versions, move an alias, roll back, read and set traffic policy.
 
-Mounted under ``/admin`` by :func:`admin_extension`; the edge middleware's API keys protect it
-like every other non-probe route (pass ``dependencies`` for anything stricter). Moving an alias
+Mounted under ``/admin`` by :func:`admin_extension`; the edge middleware lets only an admin key
+through (and with no admin key configured the whole API is off), as for the V2 repository
+routes: nothing that changes what is served answers to a prediction key or to no key. Moving an alias
 or rolling back also asks the alias's follower to check at once, so the change takes effect
 on this server before the answer is sent (other replicas follow at their next poll).
 """

@@ -83,5 +83,6 @@ def create_app(
         extend(app, state)
     open_paths = OPEN_PATHS | ({"/metrics"} if settings.public_metrics else set())
     app.add_middleware(EdgeMiddleware, api_keys=settings.all_api_keys(),
+                       admin_keys=settings.all_admin_keys(),
                        max_body_bytes=settings.max_body_bytes, open_paths=open_paths)
     return app

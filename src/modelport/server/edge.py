@@ -1,5 +1,12 @@
 """The server's edge, as one pure ASGI middleware: request id, API keys, body limit, access log.
 
+Two kinds of key: prediction keys (``api_keys``; when none is set, prediction routes are open)
+and admin keys (``admin_keys``). Every route that changes what is served — the admin API under
+``/admin`` and the V2 repository extension under ``/v2/repository`` — answers only to an admin
+key, and with no admin key configured those routes are off (403): reaching the port is never
+enough to load, unload or reroute a model. An admin key also works wherever a prediction key
+does. Keys are compared in constant time against every configured key and never logged.
+
 Pure ASGI (not ``BaseHTTPMiddleware``) because it runs on every request: no extra task, no
 response buffering.
 """
@@ -19,19 +26,28 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.errors import PayloadTooLarge
 
-__all__ = ["OPEN_PATHS", "EdgeMiddleware"]
+__all__ = ["ADMIN_PREFIXES", "OPEN_PATHS", "EdgeMiddleware", "is_admin_path"]
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
+ADMIN_PREFIXES = ("/admin", "/v2/repository")
+"""Routes under these prefixes change what is served: they need an admin key."""
+_ADMIN_OFF = ("admin routes are off: start the server with an admin key "
+              "(MODELPORT_ADMIN_KEYS=KEY or --admin-keys-file FILE) and send it as "
+              "Authorization: Bearer KEY")
+_KEY_HEADERS = [(b"www-authenticate", b"Bearer")]
 _access = logging.getLogger("modelport.access")
 
 
 class EdgeMiddleware:
     """Tag each request with an id, check its API key and body size, log one JSON line."""
 
-    def __init__(self, app: ASGIApp, *, api_keys: Iterable[str] = (), max_body_bytes: int,
+    def __init__(self, app: ASGIApp, *, api_keys: Iterable[str] = (),
+                 admin_keys: Iterable[str] = (), max_body_bytes: int,
                  open_paths: Iterable[str] = OPEN_PATHS) -> None:
         self.app = app
+        self.admin_keys = [k.encode() for k in admin_keys]
         self.keys = [k.encode() for k in api_keys]
+        self.any_keys = self.keys + self.admin_keys
         self.max_body = max_body_bytes
         self.open_paths = frozenset(open_paths)
         # ids: a random prefix per app (per worker process) and a counter, as unique as uuid4
@@ -81,24 +97,28 @@ class EdgeMiddleware:
         return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     def _refusal(self, path: str, headers: dict[bytes, bytes]) -> tuple[int, str, Any] | None:
-        if self.keys and path not in self.open_paths and not self._authorized(headers):
-            return 401, "a valid API key is required (Authorization: Bearer KEY or X-API-Key)", [
-                (b"www-authenticate", b"Bearer")]
+        if is_admin_path(path):
+            refusal = self._admin_refusal(headers)
+            if refusal is not None:
+                return refusal
+        elif self.keys and path not in self.open_paths and not _matches(headers,
+                                                                         self.any_keys):
+            return 401, ("a valid API key is required (Authorization: Bearer KEY or "
+                         "X-API-Key)"), _KEY_HEADERS
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             return 413, (f"the body has {int(length)} bytes, more than the limit of "
                          f"{self.max_body}; split it or raise MODELPORT_MAX_BODY_BYTES"), []
         return None
 
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        given = headers.get(b"x-api-key", b"")
-        auth = headers.get(b"authorization", b"")
-        if auth[:7].lower() == b"bearer ":
-            given = auth[7:].strip()
-        ok = False
-        for key in self.keys:  # compare with every key: time does not reveal which matched
-            ok |= hmac.compare_digest(given, key)
-        return ok
+    def _admin_refusal(self, headers: dict[bytes, bytes]) -> tuple[int, str, Any] | None:
+        if not self.admin_keys:
+            return 403, _ADMIN_OFF, []
+        if _matches(headers, self.admin_keys):
+            return None
+        if self.keys and _matches(headers, self.keys):
+            return 403, "this route needs an admin key; a prediction key was given", []
+        return 401, "a valid admin key is required (Authorization: Bearer KEY)", _KEY_HEADERS
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
@@ -114,6 +134,22 @@ class EdgeMiddleware:
             return message
 
         return limited
+
+
+def is_admin_path(path: str) -> bool:
+    """Whether ``path`` changes what is served (it needs an admin key)."""
+    return any(path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES)
+
+
+def _matches(headers: dict[bytes, bytes], keys: list[bytes]) -> bool:
+    given = headers.get(b"x-api-key", b"")
+    auth = headers.get(b"authorization", b"")
+    if auth[:7].lower() == b"bearer ":
+        given = auth[7:].strip()
+    ok = False
+    for key in keys:  # compare with every key: time does not reveal which matched
+        ok |= hmac.compare_digest(given, key)
+    return ok
 
 
 async def _send_json(send: Send, status: int, message: str, headers: list[Any]) -> None:
