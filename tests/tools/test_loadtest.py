@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from modelport.errors import ConfigError
 from modelport.tools.loadtest import LoadPlan, discover, run
 from modelport.tools.loadtest_report import Slo
 
@@ -29,6 +30,10 @@ SIGNATURE = {"features": [
 DELAY = {"fast": 0.0, "slow": 0.4, "serial": 0.05, "paced": 0.02}
 app = FastAPI()
 lock = asyncio.Lock()
+
+@app.get("/models")
+async def models():
+    return {"models": [{"name": name} for name in DELAY]}
 
 @app.get("/models/{name}")
 async def meta(name: str):
@@ -97,6 +102,12 @@ def test_bodies_are_sampled_from_the_signature_the_server_gives(server: str) -> 
     assert target.endpoint == f"{server}/models/fast/predict"
     assert {b["thal"] for b in bodies} == {"normal", "fixed"}
     assert 25 < min(b["age"] for b in bodies) < 54 < max(b["age"] for b in bodies) < 85
+
+
+def test_without_model_a_server_of_several_models_is_answered_with_their_names(
+        server: str) -> None:
+    with pytest.raises(ConfigError, match=r"serves 4 models \(fast, paced, serial, slow\)"):
+        discover(LoadPlan(server, rps=1))
 
 
 def test_v2_metadata_is_used_when_there_is_no_native_route(server: str) -> None:
@@ -180,6 +191,8 @@ def test_the_example_model_under_modelport_serve_passes_a_modest_slo(
         heart_package: Path, tmp_path: Path) -> None:
     for url in _serve([sys.executable, "-m", "modelport", "serve", str(heart_package),
                        "--log-level", "warning"], tmp_path):
+        # no --model: the one served model is found
+        assert discover(LoadPlan(url, rps=1)).endpoint == f"{url}/models/heart/predict"
         report = run(_plan(url, "heart", rps=20)).judged([Slo("p99", 1000),
                                                           Slo("error_rate", 0.0)])
         assert report.passed, report

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Annotated
 
 import typer
 
@@ -22,6 +23,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from modelport import __version__
+
+        typer.echo(f"modelport {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_show_version, is_eager=True,
+        help="Print modelport's version and exit.")] = False) -> None:
+    """Turn a trained model file into a production service, and keep it healthy there."""
+
 
 _AREAS = ("serve", "registry", "rollout", "build", "monitor", "tools", "optimize")
 for _area in _AREAS:

@@ -96,7 +96,8 @@ def loadtest(
     url: Annotated[str, typer.Argument(help="Server base URL (or the endpoint, with --data "
                                        "and no --model).")],
     *,
-    model: Annotated[str | None, typer.Option(help="Model name served at URL.")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Model name served at URL (default: the one model it serves).")] = None,
     rps: Annotated[float | None, typer.Option(help="Open loop: requests per second.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Closed loop: requests in "
                                                     "flight.")] = None,

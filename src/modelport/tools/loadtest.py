@@ -20,7 +20,7 @@ import multiprocessing
 import queue
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,12 +101,12 @@ def discover(plan: LoadPlan, *, seed: int = 0) -> Target:
     import httpx
 
     base = plan.url.rstrip("/")
-    if plan.model is None:
-        if plan.data is None:
-            raise ConfigError("give --model (to read its signature from the server) or --data")
+    if plan.model is None and plan.data is not None:
         return Target(plan.url, tuple(_native(r) for r in _data_rows(plan.data)))
     with httpx.Client(timeout=plan.timeout_s) as client:
         try:
+            model = plan.model or _only_model(client, base)
+            plan = replace(plan, model=model)
             native = client.get(f"{base}/models/{plan.model}")
             v2 = None if native.status_code == 200 else client.get(f"{base}/v2/models/"
                                                                     f"{plan.model}")
@@ -123,6 +123,25 @@ def discover(plan: LoadPlan, *, seed: int = 0) -> Target:
                       tuple(_v2_body(sig, r) for r in rows))
     raise ConfigError(f"model '{plan.model}' is not served at {base} (GET /models/"
                       f"{plan.model} and /v2/models/{plan.model} failed); pass --data FILE")
+
+
+def _only_model(client: Any, base: str) -> str:
+    """The one model ``base`` serves (native ``GET /models``, else V1 ``GET /v1/models``)."""
+    names: list[str] = []
+    native = client.get(f"{base}/models")
+    if native.status_code == 200:
+        names = [str(m["name"]) for m in native.json().get("models", [])]
+    else:
+        v1 = client.get(f"{base}/v1/models")
+        if v1.status_code == 200:
+            names = [str(m) for m in v1.json().get("models", [])]
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise ConfigError(f"cannot tell which model {base} serves (GET /models answered "
+                          f"{native.status_code}); give --model NAME or --data FILE")
+    raise ConfigError(f"{base} serves {len(names)} models ({', '.join(sorted(names))}); "
+                      "choose one with --model NAME")
 
 
 def _data_rows(path: Path) -> list[dict[str, Any]]:
