@@ -9,7 +9,7 @@ calls, after a warm-up) for a batch of 1 row and of 64 rows:
 - baseline: the fitted Pipeline's ``predict`` + ``predict_proba`` on a prepared DataFrame (what
   a hand-written server calls);
 - modelport sklearn runtime: ``runtime.predict(columns)`` (one ``predict_proba``, labels from its
-  argmax, sklearn's repeated validation off);
+  argmax, with every check scikit-learn makes in process);
 - modelport ONNX runtime: ``runtime.predict(columns)`` (one ``session.run``);
 - each runtime again with request validation included (``signature.from_records`` + predict).
 

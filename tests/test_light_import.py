@@ -23,7 +23,8 @@ def test_import_modelport_imports_no_framework_or_backend() -> None:
 
 def test_public_names_are_exactly_all() -> None:
     public = {n for n in dir(modelport) if not n.startswith("_")} - {
-        "errors", "types", "signature", "config", "runtimes", "package", "batching", "server",
-        "monitoring", "registry", "traffic", "deploy", "tools", "cli", "cache", "annotations"}
+        "errors", "types", "signature", "config", "runtimes", "package", "golden", "batching",
+        "server", "monitoring", "registry", "traffic", "deploy", "tools", "cli", "cache",
+        "annotations"}
     assert public == set(modelport.__all__) - {"__version__"}
     assert modelport.__all__ == sorted(modelport.__all__, key=lambda n: (n.startswith("_"), n))

@@ -96,14 +96,24 @@ def test_a_policy_round_trips_through_json() -> None:
     ({"arms": [{"version": "1.0.0", "weight": 0}]}, "policy", "add up to more than 0"),
     ({"arms": []}, "arms", "at least 1"),
     ({"arms": [{"version": "1.0.0"}], "weights": {}}, "weights", "Extra inputs"),
-    ({"arms": [{"version": "1.0.0"}, {"version": "1.0.0"}]}, "policy", "two arms"),
-    ({"arms": [{"version": "1.0.0", "weight": "nan"}]}, "arms.0.weight", "finite"),
-], ids=["negative", "all-zero", "no-arms", "unknown-field", "duplicate", "nan"])
+    ({"arms": [{"version": "1.0.0", "weight": float("nan")}]}, "arms.0.weight", "finite"),
+    ({"arms": [{"version": "1.0.0", "weight": "2"}]}, "arms.0.weight", "valid number"),
+    ({"arms": [{"version": "1.0.0", "name": "a\nb"}]}, "arms.0.name", "pattern"),
+], ids=["negative", "all-zero", "no-arms", "unknown-field", "nan", "string-weight",
+        "name-unfit-for-a-header"])
 def test_an_invalid_policy_names_the_field(data: dict[str, object], field: str,
                                            message: str) -> None:
     with pytest.raises(InvalidInput, match=message) as caught:
         TrafficPolicy.parse(data)
     assert caught.value.field == field
+
+
+def test_one_version_may_be_in_two_arms_as_an_a_a_test() -> None:
+    """Each arm keeps its label, so the two halves can be compared."""
+    policy = TrafficPolicy.parse({"arms": [{"version": "1.0.0", "name": "a"},
+                                           {"version": "1.0.0", "name": "b"}]})
+    picked = {policy.choose(str(key), random.Random(0)).arm for key in range(200)}
+    assert picked == {"a", "b"} and policy.versions == ("1.0.0",)
 
 
 def test_a_policy_naming_an_unknown_version_is_refused() -> None:

@@ -15,6 +15,51 @@ model thread, timed there so that a busy event loop does not make a cheap model 
 
 The model is any callable ``Columns -> Outputs``; metrics plug in through ``on_batch``. There are
 no tasks or locks per request: one future and one timer (the deadline) each.
+
+States and transitions. The batcher is ``idle`` (no call running or scheduled), ``queued`` (a
+drain is scheduled for the next turn of the loop), ``filling`` (a drain looks again two turns
+later), ``computing`` (a call runs on the model thread) or ``closed``. Two facts learnt from the
+last call steer it: its *cost* (a moving average of call times: ``unknown`` before the first
+call, ``cheap`` below ``inline_below_s``, else ``costly``) and its *load* (``sustained`` when
+the last call served more than one request, else ``light``). ``tests/test_batching_states.py``
+has one test per row::
+
+    #   state          event        condition                              -> action; next state
+    1   any            submit       max_queue requests queued              -> Overloaded (503,
+                                                                              Retry-After); same
+    2   idle           submit       cheap, and the request has max_batch_  -> the model called
+                                    size rows or more, or (light load and     on the loop for it
+                                    no request answered alone this turn)      alone; idle
+    3   idle           submit       otherwise                              -> queued, drain
+                                                                              scheduled; queued
+    4   not idle       submit                                              -> queued (joins the
+                                                                              next call); same
+    5   queued         drain        sustained load, the queue grew, its    -> look again two
+                                    oldest waited < max_wait_s, < max_     turns later; filling
+                                    batch_size rows queued
+    6   queued,filling drain        every queued request timed out         -> nothing; idle
+    7   queued,filling drain        cheap                                  -> one call, on the
+                                                                              loop, for queued
+                                                                              requests up to
+                                                                              max_batch_size rows
+                                                                              -> row 9
+    8   queued,filling drain        unknown or costly                      -> the same call on
+                                                                              the model thread;
+                                                                              computing
+    9   computing      call done    (on the loop: at once)                 -> each request its
+                                                                              slice; cost, load
+                                                                              updated; queued if
+                                                                              requests wait, else
+                                                                              idle
+    10  queued         deadline     the request is still queued            -> RequestTimeout
+                                                                              (504); the drain
+                                                                              skips it
+    11  computing      model raises the call held several requests         -> each retried
+                                                                              alone; only the
+                                                                              failing one fails
+    12  any            aclose                                              -> waits until idle,
+                                                                              stops the model
+                                                                              thread; closed
 """
 
 from __future__ import annotations

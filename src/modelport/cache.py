@@ -8,7 +8,11 @@ version is never served for another. Values are the row's outputs in a small JSO
 
 Two backends behind one small protocol: :class:`LRUCache` (in process) and :class:`RedisCache`
 (shared by replicas). A failing cache never fails a prediction: the rows are predicted, the
-problem is logged. Hit/miss counts go to a plain callback (metrics plug in there).
+problem is logged, and the rows are reported to an ``on_fallback`` callback. A Redis that
+failed is not asked again for ``retry_after_s`` (its rows fall back at once, reason
+``unavailable``), and a Redis that does not answer within ``timeout_s`` counts as failed, so
+an outage costs no latency; the outage and the recovery are logged once each. Hit/miss counts
+go to a plain callback (metrics plug in there).
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -27,11 +32,26 @@ import orjson
 from modelport.errors import ConfigError, MissingExtra
 from modelport.types import Columns, Outputs
 
-__all__ = ["LRUCache", "LookupHook", "PredictionCache", "RedisCache", "cached_predict", "row_keys"]
+__all__ = ["CacheUnavailable", "FallbackHook", "LRUCache", "LookupHook", "PredictionCache",
+           "RedisCache", "cached_predict", "row_keys"]
 
 _log = logging.getLogger("modelport")
+T = TypeVar("T")
 LookupHook = Callable[[str, str, int, int], None]
 """``(model, version, hits, misses)`` after each lookup of a batch."""
+FallbackHook = Callable[[str, str, str, int], None]
+"""``(model, version, reason, rows)`` when the cache could not be used for ``rows`` rows:
+``error`` (the lookup failed: predicted without it), ``unavailable`` (it failed moments ago and
+was not asked: predicted without it) or ``store_error`` (answers predicted but not stored)."""
+
+
+class CacheUnavailable(Exception):
+    """The cache cannot be used now; ``tried`` is False when it was not even asked (it had
+    failed moments before). Never reaches a client: the rows are predicted instead."""
+
+    def __init__(self, message: str, *, tried: bool) -> None:
+        super().__init__(message)
+        self.tried = tried
 
 
 class PredictionCache(Protocol):
@@ -79,32 +99,62 @@ class LRUCache:
 
 class RedisCache:
     """Redis-backed cache shared by every replica pointed at the same ``url`` and ``prefix``;
-    entries expire after ``ttl_s`` seconds (``0``: never)."""
+    entries expire after ``ttl_s`` seconds (``0``: never). Any failure (or no answer within
+    ``timeout_s``) raises :class:`CacheUnavailable`, and for ``retry_after_s`` afterwards
+    calls raise it at once without asking Redis."""
 
-    def __init__(self, url: str, *, ttl_s: float = 3600.0, prefix: str = "modelport:") -> None:
+    def __init__(self, url: str, *, ttl_s: float = 3600.0, prefix: str = "modelport:",
+                 timeout_s: float = 0.25, retry_after_s: float = 1.0) -> None:
         try:
             redis = importlib.import_module("redis.asyncio")
         except ImportError as exc:
             raise MissingExtra("redis", "redis") from exc
         self.prefix = prefix.encode()
         self.ttl_ms = int(ttl_s * 1000) or None
-        self._client: Any = redis.Redis.from_url(url)
+        self.retry_after_s = retry_after_s
+        self._client: Any = redis.Redis.from_url(url, socket_timeout=timeout_s,
+                                                 socket_connect_timeout=timeout_s)
+        self._where = url.rsplit("@", 1)[-1]  # never log a password
+        self._down_until = 0.0
 
     async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """One ``MGET`` for the whole batch."""
         if not keys:
             return []
-        values: list[bytes | None] = await self._client.mget([self.prefix + k for k in keys])
+        self._check_up()
+        values: list[bytes | None] = await self._guard(
+            self._client.mget([self.prefix + k for k in keys]))
         return values
 
     async def set_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
         """One pipelined round trip of ``SET key value PX ttl``."""
         if not items:
             return
+        self._check_up()
         pipe = self._client.pipeline(transaction=False)
         for key, value in items:
             pipe.set(self.prefix + key, value, px=self.ttl_ms)
-        await pipe.execute()
+        await self._guard(pipe.execute())
+
+    def _check_up(self) -> None:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise CacheUnavailable(f"Redis at {self._where} failed moments ago", tried=False)
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except Exception as exc:
+            if not self._down_until:
+                _log.warning("prediction cache: Redis at %s failed (%s: %s); predicting "
+                             "without it, trying it again every %g s", self._where,
+                             type(exc).__name__, exc, self.retry_after_s)
+            self._down_until = time.monotonic() + self.retry_after_s
+            raise CacheUnavailable(f"Redis at {self._where} failed: {exc}", tried=True) from exc
+        if self._down_until:
+            _log.warning("prediction cache: Redis at %s answers again; caching resumed",
+                         self._where)
+            self._down_until = 0.0
+        return result
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -127,41 +177,58 @@ async def cached_predict(
     predict: Callable[[Columns], Awaitable[Outputs]],
     *,
     on_lookup: LookupHook | None = None,
+    on_fallback: FallbackHook | None = None,
 ) -> Outputs:
     """Outputs for ``batch``: cached rows from ``cache``, the others from one ``predict`` call
     (then stored), reassembled in the batch's order."""
     keys = row_keys(served_name, version, batch)
-    found = await _lookup(cache, keys)
+    found, failure = await _lookup(cache, keys)
+    if failure is not None:
+        _report(on_fallback, served_name, version, failure, batch.n_rows)
+        return await predict(batch)  # a cache that just failed is not written either
     missing = [i for i, value in enumerate(found) if value is None]
     if on_lookup is not None:
         on_lookup(served_name, version, batch.n_rows - len(missing), len(missing))
-    if len(missing) == batch.n_rows:
-        outputs = await predict(batch)
-        await _store(cache, keys, _encode_rows(outputs))
-        return outputs
-    computed = None
-    if missing:
-        idx = np.asarray(missing)
-        computed = await predict(Columns({k: v[idx] for k, v in batch.data.items()},
-                                         len(missing)))
-        await _store(cache, [keys[i] for i in missing], _encode_rows(computed))
-    return _assemble(found, missing, computed)
+    if not missing and batch.n_rows:
+        return _assemble(found, missing, None)
+    everything = len(missing) == batch.n_rows
+    idx = np.asarray(missing)
+    computed = await predict(batch if everything else Columns(
+        {k: v[idx] for k, v in batch.data.items()}, len(missing)))
+    if not await _store(cache, [keys[i] for i in missing], _encode_rows(computed)):
+        _report(on_fallback, served_name, version, "store_error", len(missing))
+    return computed if everything else _assemble(found, missing, computed)
 
 
-async def _lookup(cache: PredictionCache, keys: list[bytes]) -> list[bytes | None]:
+async def _lookup(cache: PredictionCache,
+                  keys: list[bytes]) -> tuple[list[bytes | None], str | None]:
+    """The stored values, or (when the cache fails) none and the fallback's reason."""
     try:
-        return await cache.get_many(keys)
+        return await cache.get_many(keys), None
+    except CacheUnavailable as exc:  # logged by the cache, once per outage
+        return [], "error" if exc.tried else "unavailable"
     except Exception as exc:  # the cache is an optimisation: predict instead
         _log.warning("prediction cache lookup failed (%s: %s); predicting every row",
                      type(exc).__name__, exc)
-        return [None] * len(keys)
+        return [], "error"
 
 
-async def _store(cache: PredictionCache, keys: list[bytes], values: list[bytes]) -> None:
+async def _store(cache: PredictionCache, keys: list[bytes], values: list[bytes]) -> bool:
+    """Whether the answers were stored (a failure is logged, by the cache or here)."""
     try:
         await cache.set_many(list(zip(keys, values, strict=True)))
+    except CacheUnavailable:
+        return False
     except Exception as exc:
         _log.warning("prediction cache store failed (%s: %s)", type(exc).__name__, exc)
+        return False
+    return True
+
+
+def _report(hook: FallbackHook | None, model: str, version: str, reason: str,
+            rows: int) -> None:
+    if hook is not None:
+        hook(model, version, reason, rows)
 
 
 def _column_bytes(col: npt.NDArray[Any], n_rows: int) -> list[bytes]:

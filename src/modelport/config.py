@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     port: int = 8000
     """TCP port to bind."""
 
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+    """TCP port of the Open Inference Protocol over gRPC (``inference.GRPCInferenceService``,
+    health and reflection), served by the same process and event loop as REST; 0 turns gRPC
+    off."""
+
+    grpc_max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    """Largest gRPC message received or sent; a larger one gets RESOURCE_EXHAUSTED."""
+
     workers: int = 1
     """Worker processes (uvicorn); metrics switch to multiprocess mode when > 1."""
 
@@ -126,6 +134,26 @@ class Settings(BaseSettings):
     swap_grace_s: float = 10.0
     """After a switch, how long the old version keeps answering requests already routed to it."""
 
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where models run: ``auto`` takes a GPU (CUDA, TensorRT; OpenVINO for ONNX) when one is
+    installed and usable, else the CPU, and logs its choice; ``cuda`` refuses to start without
+    one; ``cpu`` never uses one. Applies to torch, ONNX and XGBoost models."""
+
+    providers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """ONNX Runtime execution providers, in order (``CUDAExecutionProvider,
+    CPUExecutionProvider``); overrides ``device`` for ONNX models. One that is not installed
+    stops the start with an error."""
+
+    log_file: Path | None = None
+    """Write the JSON log to this file instead of stderr."""
+
+    log_max_bytes: int = Field(default=0, ge=0)
+    """Rotate ``log_file`` when it would grow past this size (0: never; reopen on SIGHUP for
+    logrotate instead)."""
+
+    log_backups: int = Field(default=5, ge=0)
+    """Rotated files kept beside ``log_file`` (``app.log.1`` … ``app.log.N``)."""
+
     @field_validator("api_keys", "admin_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
@@ -133,7 +161,7 @@ class Settings(BaseSettings):
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
-    @field_validator("model", mode="before")
+    @field_validator("model", "providers", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
         if isinstance(value, str):
@@ -148,7 +176,7 @@ class Settings(BaseSettings):
                 continue
             if name in {"api_keys", "admin_keys"}:
                 text = ",".join(k.get_secret_value() for k in value)
-            elif name == "model":
+            elif name in {"model", "providers"}:
                 text = ",".join(value)
             else:
                 text = str(value)

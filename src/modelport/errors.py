@@ -13,11 +13,13 @@ into an exit code once; nothing here imports a web framework.
     ├── NotFound (404)
     │   └── ModelNotFound (404)       unknown model or version
     ├── Conflict (409)                e.g. deleting a version an alias points at
+    │   └── GoldenCheckFailed (409)   a model raised on (or misanswered) its golden rows: refused
     ├── PayloadTooLarge (413)
     ├── NotReady (503)                model still loading / warming up
     ├── Overloaded (503)              queue full; carries ``retry_after`` seconds
     ├── RequestTimeout (504)          the request waited longer than its deadline
     ├── PredictionError (500)         the model raised at predict time
+    │   └── NonFiniteOutput (500)     the model answered NaN or infinity
     ├── ModelLoadError (500)          an artifact could not be loaded
     │   ├── MissingExtra (500)        a flavor's library is not installed; says what to pip install
     │   └── IntegrityError (500)      a sha256 did not match: the package was altered
@@ -31,12 +33,14 @@ from typing import ClassVar
 __all__ = [
     "ConfigError",
     "Conflict",
+    "GoldenCheckFailed",
     "IntegrityError",
     "InvalidInput",
     "MissingExtra",
     "ModelLoadError",
     "ModelNotFound",
     "ModelportError",
+    "NonFiniteOutput",
     "NotFound",
     "NotReady",
     "Overloaded",
@@ -108,6 +112,11 @@ class Conflict(ModelportError):
     exit_code = 2
 
 
+class GoldenCheckFailed(Conflict):
+    """A model raised on a golden row, answered it with NaN/inf, or answered it differently
+    from what was recorded: it is not packed, pushed or put live (the live version stays)."""
+
+
 class PayloadTooLarge(ModelportError):
     """The body is larger than the configured limit."""
 
@@ -139,6 +148,13 @@ class RequestTimeout(ModelportError):
 
 class PredictionError(ModelportError):
     """The model raised while predicting; the details go to the log, not the client."""
+
+
+class NonFiniteOutput(PredictionError):
+    """The model answered NaN or infinity: a failed prediction, never an answer to pass on."""
+
+    def __init__(self, message: str = "model returned non-finite output") -> None:
+        super().__init__(message)
 
 
 class ModelLoadError(ModelportError):

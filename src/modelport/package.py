@@ -6,12 +6,14 @@
       model.joblib        the artifact as trained
       modelport.yaml      name, version, flavor, library versions, signature, sha256 of each file
       reference.json      optional: reference profile (monitoring)
-      golden.json         optional: golden requests and the outputs the model gave at pack time
+      golden.json         golden requests and the outputs the model gave at pack time
       model.onnx          optional: converted artifact, used when parity was proven
+      model.pt.json       torch models: the input tensors and features (the torch sidecar)
 
 :func:`open_package` verifies every sha256 before anything is unpickled; a tampered package is
-refused with :class:`~modelport.errors.IntegrityError`. :func:`load_model` accepts a bare model
-file, a package directory or an MLServer ``model-settings.json``.
+refused with :class:`~modelport.errors.IntegrityError`. :func:`pack` records golden rows always
+(see :mod:`modelport.golden`) and refuses a model that fails them. :func:`load_model` accepts a
+bare model file, a package directory or an MLServer ``model-settings.json``.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from modelport import golden as _golden
 from modelport.errors import ConfigError, IntegrityError, InvalidInput, ModelLoadError
-from modelport.runtimes import Runtime, detect_flavor, library_versions, load_runtime
+from modelport.runtimes import Example, Runtime, detect_flavor, library_versions, load_runtime
+from modelport.runtimes.devices import Placement
 from modelport.signature import Feature, Signature
 
 __all__ = [
@@ -49,7 +52,6 @@ __all__ = [
 
 MANIFEST = "modelport.yaml"
 FORMAT_VERSION = 1
-GOLDEN_ROWS = 8
 _log = logging.getLogger("modelport")
 
 
@@ -73,6 +75,9 @@ class Manifest(BaseModel):
     golden: str | None = None
     onnx: dict[str, Any] | None = None
     """Converted artifact and its parity result: ``{artifact, parity: {passed, ...}}``."""
+    compressed: dict[str, Any] | None = None
+    """A quantized or pruned copy and its report: ``{artifact, flavor, method, served, ...}``;
+    ``served`` when its metric change was within the limit (``runtime="auto"`` serves it)."""
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -166,30 +171,36 @@ def pack(
     flavor: str | None = None,
     signature: Signature | None = None,
     target: str | None = None,
+    example: Example | None = None,
 ) -> Package:
     """Write a package for ``model`` into ``out`` (created atomically: all or nothing).
 
     ``reference`` (CSV or Parquet of training-like data) refines feature types and examples and
-    provides golden rows; ``target`` names its label column, dropped from the features.
+    provides golden rows (without it they are generated from the signature); ``target`` names
+    its label column, dropped from the features. A model that raises on a golden row or answers
+    it with NaN/inf is refused (:class:`~modelport.errors.GoldenCheckFailed`): nothing is
+    written. ``example`` describes a torch model's input tensors (kept as its sidecar).
     """
     flavor = flavor or detect_flavor(model)
-    runtime = load_runtime(model, flavor, signature=signature)
+    runtime = load_runtime(model, flavor, signature=signature, example=example)
     sig = runtime.signature
     frame = None if reference is None else read_table(reference)
     if frame is not None:
         frame = frame.drop(columns=[c for c in (target,) if c and c in frame.columns])
         sig = refine_signature(sig, frame)
-        runtime = load_runtime(model, flavor, signature=sig)
+        runtime = load_runtime(model, flavor, signature=sig, example=example)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"'{out}' exists and is not empty; choose a new --out")
+    golden = _golden.for_package(runtime, frame, what=f"{name}:{version} ({model.name})")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         artifact = "model" + model.suffix.lower()
         shutil.copyfile(model, staging / artifact)
-        extra: dict[str, str | None] = {"golden": None, "reference": None}
+        _write_sidecar(runtime, staging / artifact)
+        (staging / "golden.json").write_text(json.dumps(golden), encoding="utf-8")
+        extra: dict[str, str | None] = {"golden": "golden.json", "reference": None}
         if frame is not None:
-            extra["golden"] = _write_golden(staging, runtime, frame)
             extra["reference"] = _write_reference(staging, runtime, frame)
         manifest = _manifest(name, version, flavor, artifact, sig=sig, root=staging, extra=extra)
         (staging / MANIFEST).write_text(yaml.safe_dump(manifest.model_dump(exclude_none=True),
@@ -201,6 +212,14 @@ def pack(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return open_package(out)
+
+
+def _write_sidecar(runtime: Runtime, artifact: Path) -> None:
+    """A torch model's input tensors and features, beside its artifact."""
+    from modelport.runtimes.torch import TorchRuntime, sidecar_path
+
+    if isinstance(runtime, TorchRuntime):
+        sidecar_path(artifact).write_text(json.dumps(runtime.sidecar()), encoding="utf-8")
 
 
 def write_manifest(package: Package, **changes: Any) -> Package:
@@ -229,20 +248,6 @@ def _manifest(name: str, version: str, flavor: str, artifact: str, *, sig: Signa
     except ValidationError as exc:
         raise ConfigError(f"invalid package metadata: {exc.errors()[0]['msg']} "
                           f"({exc.errors()[0]['loc'][0]})") from exc
-
-
-def _write_golden(root: Path, runtime: Runtime, frame: Any) -> str:
-    rows = frame[list(runtime.signature.names)].head(GOLDEN_ROWS)
-    records = json.loads(rows.to_json(orient="records"))
-    outputs = runtime.predict(runtime.signature.from_records(records))
-    golden = {
-        "inputs": records,
-        "predictions": np.asarray(outputs.predictions).tolist(),
-        "probabilities": None if outputs.probabilities is None
-        else np.asarray(outputs.probabilities).tolist(),
-    }
-    (root / "golden.json").write_text(json.dumps(golden), encoding="utf-8")
-    return "golden.json"
 
 
 def _write_reference(root: Path, runtime: Runtime, frame: Any) -> str:
@@ -306,26 +311,34 @@ def load_model(
     *,
     runtime: Literal["auto", "native", "onnx"] = "auto",
     name: str | None = None,
+    placement: Placement | None = None,
 ) -> LoadedModel:
-    """Load a model file, a package directory or an MLServer ``model-settings.json``."""
+    """Load a model file, a package directory or an MLServer ``model-settings.json``, on the
+    device ``placement`` allows (default: the CPU)."""
     if target.is_dir():
-        return _load_package(open_package(target), runtime, name)
+        return _load_package(open_package(target), runtime, name, placement)
     if not target.is_file():
         raise ConfigError(f"'{target}' does not exist")
     if target.name == "model-settings.json":
-        return _load_mlserver(target, runtime)
+        return _load_mlserver(target, runtime, placement)
     flavor = detect_flavor(target)
-    if flavor == "sklearn":
+    if flavor == "sklearn" or target.suffix.lower() == ".pth":
         _log.warning(
             "loading '%s': pickle/joblib files run code when loaded; load only files you trust. "
             "A verified package (modelport pack) checks sha256s first; ONNX (modelport optimize)"
             " or skops avoid pickles altogether.", target.name)
-    rt = load_runtime(target, flavor)
+    rt = load_runtime(target, flavor, placement=placement)
     return LoadedModel(name or _model_name(target), "1", rt, None, str(target))
 
 
-def _load_package(pkg: Package, runtime: str, name: str | None) -> LoadedModel:
+def _load_package(pkg: Package, runtime: str, name: str | None,
+                  placement: Placement | None = None) -> LoadedModel:
     m = pkg.manifest
+    small = m.compressed if m.compressed and m.compressed.get("served") else None
+    if runtime == "auto" and small is not None:
+        rt = load_runtime(pkg.root / small["artifact"], small["flavor"], signature=pkg.signature,
+                          placement=placement)
+        return LoadedModel(name or m.name, m.version, rt, pkg, str(pkg.root))
     onnx_ok = bool(m.onnx and m.onnx.get("parity", {}).get("passed"))
     if runtime == "onnx" and not m.onnx:
         raise ConfigError(f"package '{m.name}' has no ONNX artifact; run: modelport optimize "
@@ -333,9 +346,11 @@ def _load_package(pkg: Package, runtime: str, name: str | None) -> LoadedModel:
     use_onnx = m.onnx is not None and (runtime == "onnx" or (runtime == "auto" and onnx_ok))
     if use_onnx:
         assert m.onnx is not None
-        rt = load_runtime(pkg.root / m.onnx["artifact"], "onnx", signature=pkg.signature)
+        rt = load_runtime(pkg.root / m.onnx["artifact"], "onnx", signature=pkg.signature,
+                          placement=placement)
     else:
-        rt = load_runtime(pkg.artifact_path, m.flavor, signature=pkg.signature)
+        rt = load_runtime(pkg.artifact_path, m.flavor, signature=pkg.signature,
+                          placement=placement)
     return LoadedModel(name or m.name, m.version, rt, pkg, str(pkg.root))
 
 
@@ -347,7 +362,7 @@ _MLSERVER_FLAVORS = {
 }
 
 
-def _load_mlserver(path: Path, runtime: str) -> LoadedModel:
+def _load_mlserver(path: Path, runtime: str, placement: Placement | None) -> LoadedModel:
     """Serve what an MLServer ``model-settings.json`` describes (migration path)."""
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
@@ -358,10 +373,10 @@ def _load_mlserver(path: Path, runtime: str) -> LoadedModel:
     name = settings.get("name") or path.parent.name
     artifact = path.parent / uri if uri else _only_artifact(path.parent)
     if artifact.is_dir():
-        return _load_package(open_package(artifact), runtime, name)
+        return _load_package(open_package(artifact), runtime, name, placement)
     impl = settings.get("implementation", "")
     flavor = _MLSERVER_FLAVORS.get(impl) or detect_flavor(artifact)
-    rt = load_runtime(artifact, flavor)
+    rt = load_runtime(artifact, flavor, placement=placement)
     return LoadedModel(name, str(params.get("version") or "1"), rt, None, str(path))
 
 

@@ -5,7 +5,28 @@ user wants to. It drives input validation, OpenAPI schemas, V2 metadata and exam
 
 Validation turns decoded JSON (records, rows or columns) into :class:`~modelport.types.Columns`:
 one typed numpy array per feature. Every problem raises :class:`~modelport.errors.InvalidInput`
-naming the row and the field.
+naming the row and the field. The rules, by feature type (``null``: JSON null, or NaN in a
+binary tensor):
+
+=========  =============================================================================
+float      a number (not a boolean) within ±:data:`FLOAT_LIMIT`; null only when nullable
+int        a whole number: an integer within int64, or a float below 2**53 in magnitude
+           (exact); null only when nullable
+bool       true or false, or 0 or 1
+string     a string; null only when nullable
+any        with categories and ``unseen="reject"``: one of them (null when nullable)
+=========  =============================================================================
+
+The general path states these rules once and words every breach (:func:`_general_column`,
+fed by :meth:`Signature._general_rows`, :meth:`Signature._general_records` and
+:meth:`Signature.from_columns`). Plain requests take a fast path first —
+:meth:`Signature._fast_matrix` (every feature a plain number: one float64 matrix),
+:meth:`Signature._plain_records` (records to rows) and :func:`_fast_column` (one column of
+plain values) — which only ever *accepts*: it returns exactly what the general path would, or
+``None`` for anything that is not of its plain kind, and never words an error. Their test
+of plain numbers is the pair :func:`_fits` (one value) and :func:`_fit_mask` (an array).
+``tests/test_signature_properties.py`` checks each fast path against the general path with
+Hypothesis.
 """
 
 from __future__ import annotations
@@ -23,13 +44,23 @@ import numpy.typing as npt
 from modelport.errors import InvalidInput
 from modelport.types import Columns
 
-__all__ = ["Feature", "FeatureType", "Signature", "UnseenPolicy", "numbers_only"]
+__all__ = ["FLOAT_LIMIT", "Feature", "FeatureType", "Signature", "UnseenPolicy", "numbers_only"]
 
 FeatureType = Literal["float", "int", "bool", "string"]
 UnseenPolicy = Literal["reject", "pass"]
 
 _NUMPY: dict[str, Any] = {"float": np.float64, "int": np.int64, "bool": np.bool_, "string": object}
-_JSON_TYPE = {"float": "number", "int": "integer", "bool": "boolean", "string": "string"}
+FLOAT_LIMIT = float(2**53 - 1)
+"""Largest magnitude of a float feature's value: the largest integer a float64 (or a
+JavaScript client) holds exactly. Past it, neighbouring integers merge; and models that scale,
+square or cast values to float32 (tree ensembles, ONNX, XGBoost) overflow to infinity well
+before float64 would."""
+_VALUE_SCHEMA: dict[str, dict[str, Any]] = {
+    "float": {"type": "number", "minimum": -FLOAT_LIMIT, "maximum": FLOAT_LIMIT},
+    "int": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+    "bool": {"anyOf": [{"type": "boolean"}, {"enum": [0, 1]}]},
+    "string": {"type": "string"},
+}
 _MISSING = object()
 _FAST_MAX_ROWS = 4096
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -64,14 +95,15 @@ class Feature:
             known = None
         object.__setattr__(self, "known", known)
 
-    def json_schema(self) -> dict[str, Any]:
-        """JSON Schema of one value of this feature (used in OpenAPI)."""
-        schema: dict[str, Any] = {"type": _JSON_TYPE[self.dtype]}
-        if self.categories is not None:
-            schema["enum"] = list(self.categories)
+    def json_schema(self, *, unseen: UnseenPolicy = "reject") -> dict[str, Any]:
+        """JSON Schema of one value of this feature, exactly what validation accepts (used in
+        OpenAPI): integers within int64, ``0``/``1`` for booleans too, the categories as an
+        ``enum`` unless unseen categories ``pass``, ``null`` when nullable."""
+        schema: dict[str, Any] = dict(_VALUE_SCHEMA[self.dtype])
+        if self.categories is not None and unseen == "reject":
+            schema = {"enum": [_plain(c) for c in self.categories]}
         if self.nullable:
             schema = {"anyOf": [schema, {"type": "null"}]}
-        schema["example"] = self.example_value()
         return schema
 
     def example_value(self) -> Any:
@@ -175,7 +207,7 @@ class Signature:
             array_dtype=data.get("array_dtype", "float64"),
         )
 
-    # -- validation -------------------------------------------------------------------------
+    # -- validation (the rules and the two kinds of path: see the module doc) ----------------
 
     def from_records(
         self, records: Sequence[Any], *, unseen: UnseenPolicy = "reject", max_rows: int = 0
@@ -183,24 +215,17 @@ class Signature:
         """Validate objects keyed by feature name (``{"age": 63, ...}``) into columns."""
         _check_count(len(records), max_rows)
         rows = self._plain_records(records)
-        if rows is not None and (fast := self._numeric_matrix(rows)) is not None:
+        if rows is None:
+            return self._general_records(records, unseen)
+        fast = self._fast_matrix(rows)
+        if fast is not None:
             return fast
-        raw = None if rows is None else self._transpose(rows)
-        if raw is None:
-            expected = self.name_set
-            for i, rec in enumerate(records):
-                if not isinstance(rec, Mapping):
-                    raise InvalidInput(f"expected an object keyed by feature name, got "
-                                       f"{_kind(rec)}", row=i)
-                if rec.keys() != expected:
-                    _raise_key_mismatch(rec, expected, self.names, i)
-            raw = {name: [rec[name] for rec in records] for name in self.names}
-        return self._typed(raw, len(records), unseen)
+        return self._typed(self._transpose(rows), len(rows), unseen)
 
     def _plain_records(self, records: Sequence[Any]) -> list[Any] | None:
-        """The values of ``records`` in signature order (picked in C) when all are dicts with
-        exactly the features as keys, else ``None``: the caller checks record by record and
-        says which. A row is a tuple, or the bare value when there is one feature."""
+        """Fast path: the values of ``records`` in signature order (picked in C) when all are
+        dicts with exactly the features as keys, else ``None``. A row is a tuple, or the bare
+        value when there is one feature."""
         width = len(self.names)
         if set(map(type, records)) != {dict} or set(map(len, records)) != {width}:
             return None
@@ -209,16 +234,56 @@ class Signature:
         except KeyError:
             return None
 
+    def _general_records(self, records: Sequence[Any], unseen: UnseenPolicy) -> Columns:
+        """General path: each record checked (which one breaks, and how), then its values."""
+        expected = self.name_set
+        for i, rec in enumerate(records):
+            if not isinstance(rec, Mapping):
+                raise InvalidInput(f"expected an object keyed by feature name, got "
+                                   f"{_kind(rec)}", row=i)
+            if rec.keys() != expected:
+                _raise_key_mismatch(rec, expected, self.names, i)
+        raw = {name: [rec[name] for rec in records] for name in self.names}
+        return self._typed(raw, len(records), unseen)
+
     def _transpose(self, rows: list[Any]) -> dict[str, Any]:
         if len(self.names) == 1:
             return {self.names[0]: rows}
         return dict(zip(self.names, zip(*rows, strict=True), strict=True))
 
-    def _numeric_matrix(self, rows: Sequence[Any], numbers_only: bool = False) -> Columns | None:
-        """The batch as one float64 matrix when the signature is all plain numbers and every
-        value is a JSON number that fits its feature; else ``None`` (the per-feature path then
-        decides, and words any error). ``numbers_only``: the caller knows no value is a string,
-        boolean or null (see :meth:`from_rows`)."""
+    def from_rows(
+        self, rows: Sequence[Any], *, unseen: UnseenPolicy = "reject", max_rows: int = 0,
+        numbers_only: bool = False,
+    ) -> Columns:
+        """Validate ordered rows (``[63, 1, ...]``, features in signature order) into columns.
+
+        ``numbers_only`` says that no value is a string, a boolean or null (e.g. the JSON text
+        held none: :func:`numbers_only`), which spares a type check of every value."""
+        _check_count(len(rows), max_rows)
+        fast = self._fast_matrix(rows, numbers_only)
+        if fast is not None:
+            return fast
+        return self._general_rows(rows, unseen)
+
+    def _general_rows(self, rows: Sequence[Any], unseen: UnseenPolicy) -> Columns:
+        """General path: each row checked (a list of one value per feature), then its
+        values judged feature by feature."""
+        width = len(self.features)
+        for i, row in enumerate(rows):
+            if not isinstance(row, (list, tuple)):
+                raise InvalidInput(f"expected a list of {width} values, got {_kind(row)}", row=i)
+            if len(row) != width:
+                raise InvalidInput(f"expected {width} values (one per feature: "
+                                   f"{', '.join(self.names)}), got {len(row)}", row=i)
+        columns = (list(c) for c in zip(*rows, strict=True))
+        raw = dict(zip(self.names, columns, strict=True)) if rows else {n: [] for n in self.names}
+        return self._typed(raw, len(rows), unseen)
+
+    def _fast_matrix(self, rows: Sequence[Any], numbers_only: bool = False) -> Columns | None:
+        """Fast path: the batch as one float64 matrix when every feature is a plain number
+        (:attr:`matrix_ints`) and every value is a JSON number that :func:`_fits` its feature;
+        else ``None``. ``numbers_only``: the caller knows no value is a string, boolean or null
+        (see :meth:`from_rows`)."""
         ints = self.matrix_ints
         if ints is None or len(self.names) == 1:
             return None
@@ -231,51 +296,29 @@ class Signature:
                                    len(rows) * width)
             except (OverflowError, ValueError, TypeError):
                 return None
-            return self._checked_matrix(flat.reshape(len(rows), width), ints)
+            return self._fitting_matrix(flat.reshape(len(rows), width), ints)
         if not _NUMBER_TYPES.issuperset(map(type, itertools.chain.from_iterable(rows))):
             return None  # bools, strings, nulls, nested values
         if len(rows) <= _SMALL_ROWS:  # a few rows: plain Python beats numpy's per-call cost
-            if not (_exact_ints(rows, ints) and _finite(rows)):
+            if not _rows_fit(rows, ints):
                 return None
             return Columns.of_matrix(np.array(rows, dtype=np.float64), self.names, ints)
         try:
             matrix = np.array(rows, dtype=np.float64)
         except (OverflowError, ValueError, TypeError):
             return None
-        return self._checked_matrix(matrix, ints)
+        return self._fitting_matrix(matrix, ints)
 
-    def _checked_matrix(self, matrix: npt.NDArray[np.float64],
+    def _fitting_matrix(self, matrix: npt.NDArray[np.float64],
                         ints: tuple[int, ...]) -> Columns | None:
-        if not np.isfinite(matrix).all():
+        """``matrix`` as the batch when :func:`_fit_mask` holds for every value."""
+        if not _fit_mask(matrix).all():
             return None
         if ints:
             sub = matrix[:, ints] if len(ints) < matrix.shape[1] else matrix
-            if not (np.abs(sub) < _INT_EXACT).all() or (sub != np.trunc(sub)).any():
+            if not _fit_mask(sub, whole=True).all():
                 return None
         return Columns.of_matrix(matrix, self.names, ints)
-
-    def from_rows(
-        self, rows: Sequence[Any], *, unseen: UnseenPolicy = "reject", max_rows: int = 0,
-        numbers_only: bool = False,
-    ) -> Columns:
-        """Validate ordered rows (``[63, 1, ...]``, features in signature order) into columns.
-
-        ``numbers_only`` says that no value is a string, a boolean or null (e.g. the JSON text
-        held none: :func:`numbers_only`), which spares a type check of every value."""
-        _check_count(len(rows), max_rows)
-        fast = self._numeric_matrix(rows, numbers_only)
-        if fast is not None:
-            return fast
-        width = len(self.features)
-        for i, row in enumerate(rows):
-            if not isinstance(row, (list, tuple)):
-                raise InvalidInput(f"expected a list of {width} values, got {_kind(row)}", row=i)
-            if len(row) != width:
-                raise InvalidInput(f"expected {width} values (one per feature: "
-                                   f"{', '.join(self.names)}), got {len(row)}", row=i)
-        columns = (list(c) for c in zip(*rows, strict=True))
-        raw = dict(zip(self.names, columns, strict=True)) if rows else {n: [] for n in self.names}
-        return self._typed(raw, len(rows), unseen)
 
     def from_columns(
         self, columns: Mapping[str, Any], *, unseen: UnseenPolicy = "reject", max_rows: int = 0
@@ -300,13 +343,16 @@ class Signature:
                                f"got {list(matrix.shape)}")
         _check_count(matrix.shape[0], max_rows)
         if self.matrix_ints is not None and matrix.dtype.kind in "iuf":
-            fast = self._checked_matrix(matrix.astype(np.float64, copy=False), self.matrix_ints)
+            fast = self._fitting_matrix(matrix.astype(np.float64, copy=False),
+                                        self.matrix_ints)
             if fast is not None:
                 return fast
         raw = {name: matrix[:, j] for j, name in enumerate(self.names)}
         return self._typed(raw, matrix.shape[0], unseen)
 
     def _typed(self, raw: Mapping[str, Any], n_rows: int, unseen: UnseenPolicy) -> Columns:
+        """One column per feature, in signature order (the first feature that breaks a rule
+        is the one the error names)."""
         return Columns({f.name: _column(f, raw[f.name], unseen) for f in self.features}, n_rows)
 
 
@@ -325,22 +371,31 @@ def numbers_only(json_text: bytes) -> bool:
     return b"t" not in rest and b"f" not in rest and b"n" not in rest
 
 
-def _exact_ints(rows: Sequence[Sequence[float]], ints: tuple[int, ...]) -> bool:
-    """Whether the integer features' values are whole numbers a float64 holds exactly."""
+def _fits(value: float, whole: bool = False) -> bool:
+    """What the fast paths take of a plain JSON number: within ±:data:`FLOAT_LIMIT` (so not
+    NaN or infinite) and, for an integer feature (``whole``), a whole number. Every such value
+    passes the general path's rules as it is. :func:`_fit_mask` is the same test for arrays."""
+    return -FLOAT_LIMIT <= value <= FLOAT_LIMIT and (
+        not whole or type(value) is int or value.is_integer())
+
+
+def _fit_mask(values: npt.NDArray[np.float64], whole: bool = False) -> npt.NDArray[np.bool_]:
+    """:func:`_fits` of each value of a float64 array."""
+    ok: npt.NDArray[np.bool_] = np.abs(values) <= FLOAT_LIMIT
+    return ok & (values == np.trunc(values)) if whole else ok
+
+
+def _rows_fit(rows: Sequence[Sequence[float]], ints: tuple[int, ...]) -> bool:
+    """Whether every value of a few rows :func:`_fits` its feature (``ints``: the integer
+    features' positions)."""
     for row in rows:
+        for v in row:
+            if not _fits(v):
+                return False
         for j in ints:
-            v = row[j]
-            if not (-_INT_EXACT < v < _INT_EXACT and (type(v) is int or v.is_integer())):
+            if not _fits(row[j], whole=True):
                 return False
     return True
-
-
-def _finite(rows: Sequence[Sequence[float]]) -> bool:
-    """Whether no value is NaN or infinite (a sum overflowing says no: the caller falls back)."""
-    try:
-        return math.isfinite(sum(itertools.chain.from_iterable(rows)))
-    except OverflowError:
-        return False
 
 
 def _check_count(n: int, max_rows: int) -> None:
@@ -380,19 +435,29 @@ def _kind(value: Any) -> str:
 
 
 def _column(feat: Feature, values: Any, unseen: UnseenPolicy) -> npt.NDArray[Any]:
+    """One feature's values as its column: the fast path when it takes them, else the
+    general path."""
     if type(values) in (list, tuple) and len(values) <= _FAST_MAX_ROWS:
         fast = _fast_column(feat, values, unseen)
         if fast is not None:
             return fast
+    return _general_column(feat, values, unseen)
+
+
+def _general_column(feat: Feature, values: Any, unseen: UnseenPolicy) -> npt.NDArray[Any]:
+    """General path: every value judged by the feature's rules (module doc), the first
+    breach raised with its row."""
     if isinstance(values, np.ndarray):
         arr = values
+    elif feat.dtype == "int" and (exact := _int_column(feat, values)) is not None:
+        arr = exact
     elif feat.dtype in ("float", "int") and not _NUMBER_TYPES.issuperset(map(type, values)):
         # numpy would turn booleans into numbers, or every value into a string: judge each
         arr = np.empty(len(values), dtype=object)
         arr[:] = list(values)
     else:
         arr = _as_array(values)
-    if feat.dtype == "string" or (feat.categories is not None and arr.dtype.kind in "OUS"):
+    if feat.dtype == "string":
         col = _string_column(feat, arr)
     elif feat.dtype == "bool":
         col = _bool_column(feat, arr)
@@ -406,22 +471,20 @@ def _column(feat: Feature, values: Any, unseen: UnseenPolicy) -> npt.NDArray[Any
 def _fast_column(
     feat: Feature, values: Sequence[Any], unseen: UnseenPolicy
 ) -> npt.NDArray[Any] | None:
-    """The column when every value is a plain JSON scalar of the feature's type and known
-    category, else ``None`` (the general path then decides, and words any error). Python-level
-    set checks here beat numpy's per-call overhead up to a few thousand rows."""
+    """Fast path: the column when every value is a plain JSON scalar of the feature's type
+    (numbers that :func:`_fits`) and a known category, else ``None``. Python-level set checks
+    here beat numpy's per-call overhead up to a few thousand rows."""
     types, dtype = _FAST_TYPES[feat.dtype]
     present = set(map(type, values))
     if not types.issuperset(present):
         return None
-    if (dtype is np.float64 and int in present
-            and not _INT64_MIN <= min(values) <= max(values) <= _INT64_MAX):
-        return None  # numpy would make these uint64 or object: the general path decides
+    if dtype is np.float64 and not (_fits(min(values)) and _fits(max(values))
+                                    and math.isfinite(sum(values))):  # NaN, anywhere
+        return None
     if feat.categories is not None and unseen == "reject" and (
             feat.known is None or not feat.known.issuperset(values)):
         return None
     try:
-        if dtype is np.float64 and not math.isfinite(sum(values)):
-            return None
         col: npt.NDArray[Any]
         if dtype is object:
             col = np.empty(len(values), dtype=object)
@@ -431,6 +494,37 @@ def _fast_column(
         return col
     except (OverflowError, TypeError, ValueError):  # ints past int64 and the like
         return None
+
+
+def _int_column(feat: Feature, values: Sequence[Any]) -> npt.NDArray[Any] | None:
+    """An integer feature's JSON numbers as int64, range-checked on the exact values (numpy
+    would round a mix of large integers and floats to float64 first); None when some value is
+    not a number (the general path words the error)."""
+    if not _NUMBER_TYPES.issuperset(map(type, values)):
+        return None
+    arr = _as_array(values)
+    if arr.dtype.kind == "i":
+        return arr
+    exact = []
+    for i, value in enumerate(values):
+        if type(value) is float:
+            _check_whole(feat, value, i)
+        elif not _INT64_MIN <= value <= _INT64_MAX:
+            raise InvalidInput(f"{value} is outside the integer range (-2**63 to 2**63-1)",
+                               field=feat.name, row=i)
+        exact.append(int(value))
+    return np.array(exact, dtype=np.int64)
+
+
+def _check_whole(feat: Feature, value: float, row: int) -> None:
+    """A float given for an integer feature: whole, and small enough to be exact (JSON
+    integers past int64 arrive as floats: they must not pass as the nearest int64)."""
+    if not value.is_integer():
+        raise InvalidInput(f"expected an integer, got {value}", field=feat.name, row=row)
+    if abs(value) >= _INT_EXACT:
+        raise InvalidInput(f"{value:.0f} is too large to be exact as a float (an integer of "
+                           "2**53 or more must be written as an integer, within int64)",
+                           field=feat.name, row=row)
 
 
 def _as_array(values: Sequence[Any]) -> npt.NDArray[Any]:
@@ -451,25 +545,44 @@ def _numeric_column(feat: Feature, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
     else:
         col = _numeric_slow(feat, arr)
     if col.dtype.kind == "f":
-        finite = np.isfinite(col)
-        if not finite.all():
-            bad = np.flatnonzero(~finite)
-            for i in bad:
+        within = _fit_mask(col)
+        if not within.all():
+            for i in np.flatnonzero(~within):
                 if not (feat.nullable and math.isnan(col[i])):
-                    what = "missing value (null/NaN)" if math.isnan(col[i]) else "infinite value"
-                    raise InvalidInput(f"{what} is not accepted by this model", field=feat.name,
-                                       row=int(i))
+                    raise InvalidInput(_unfit(col[i]), field=feat.name, row=int(i))
     if feat.dtype == "int":
-        if col.dtype.kind == "f":
-            frac = np.isfinite(col) & (col != np.round(col))
-            if frac.any():
-                j = int(np.flatnonzero(frac)[0])
-                raise InvalidInput(f"expected an integer, got {col[j]}", field=feat.name, row=j)
-            if not feat.nullable:
-                col = col.astype(np.int64)
-        else:
+        _check_int64(feat, col)
+        if col.dtype.kind != "f":
             col = col.astype(np.int64, copy=False)
+        elif not feat.nullable:
+            col = col.astype(np.int64)
     return col
+
+
+def _unfit(value: float) -> str:
+    """Why a number is refused (``value`` may be an integer too large for a float)."""
+    if isinstance(value, float) and math.isnan(value):
+        return "missing value (null/NaN) is not accepted by this model"
+    if isinstance(value, float) and math.isinf(value):
+        return "infinite value is not accepted by this model"
+    digits = str(value)
+    shown = f"{value:g}" if isinstance(value, float) else f"{digits[:12]}… ({len(digits)} digits)"
+    return (f"{shown} is out of range: a number may be at most 2**53-1 "
+            f"({FLOAT_LIMIT:.0f}) in magnitude")
+
+
+def _check_int64(feat: Feature, col: npt.NDArray[Any]) -> None:
+    """Integer values must be whole and within int64 (a cast would wrap them silently);
+    floats also exact (see :func:`_check_whole`)."""
+    if col.dtype.kind == "f":
+        bad = np.isfinite(col) & ~_fit_mask(col, whole=True)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            _check_whole(feat, float(col[j]), j)
+    elif col.dtype.kind == "u" and (col > _INT64_MAX).any():
+        j = int(np.flatnonzero(col > _INT64_MAX)[0])
+        raise InvalidInput(f"{col[j]} is outside the integer range (-2**63 to 2**63-1)",
+                           field=feat.name, row=j)
 
 
 def _numeric_slow(feat: Feature, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -482,6 +595,8 @@ def _numeric_slow(feat: Feature, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
             out[i] = np.nan
         elif isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.number)):
             raise InvalidInput(f"expected a number, got {_kind(v)}", field=feat.name, row=i)
+        elif isinstance(v, int) and not _fits(v):  # maybe past what a float holds
+            raise InvalidInput(_unfit(v), field=feat.name, row=i)
         else:
             out[i] = v
     return out
@@ -499,11 +614,6 @@ def _bool_column(feat: Feature, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
 
 def _string_column(feat: Feature, arr: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    if feat.dtype != "string":
-        # categorical with numeric codes: strings are an error
-        for i, v in enumerate(arr):
-            if isinstance(v, (str, bytes)) or v is None:
-                raise InvalidInput(f"expected a number, got {_kind(v)}", field=feat.name, row=i)
     if arr.dtype.kind == "U":
         return arr.astype(object)
     if arr.dtype.kind == "S":

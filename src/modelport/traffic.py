@@ -3,7 +3,8 @@
 Pure logic, no framework: the server asks ``policy.choose(sticky_key, rng)`` per request and
 gets an :class:`Assignment`. One policy shape covers every scheme:
 
-- weighted A/B: ``arms`` with weights (any non-negative numbers, at least one positive);
+- weighted A/B: ``arms`` with weights (any non-negative numbers, at least one positive); a
+  version may be in several arms (an A/A test: give the arms names);
 - canary: two arms, ``canary`` (the candidate, a percentage) and ``stable``;
 - shadow: ``shadow`` versions receive a copy of each request off the hot path, the client
   gets the chosen arm's answer;
@@ -58,9 +59,10 @@ class Arm(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: str = Field(min_length=1)
-    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False)
-    name: str = ""
-    """Label in headers and metrics; defaults to the version."""
+    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False, strict=True)
+    name: str = Field(default="", pattern=r"^[ -~]{0,64}$")
+    """Label in headers and metrics (printable ASCII: it is sent as ``X-Model-Arm``);
+    defaults to the version."""
 
     @property
     def label(self) -> str:
@@ -73,7 +75,9 @@ class TrafficPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    arms: tuple[Arm, ...] = Field(min_length=1)
+    arms: tuple[Arm, ...] = Field(min_length=1, json_schema_extra={
+        "contains": {"properties": {"weight": {"exclusiveMinimum": 0}}}})
+    """At least one with a positive weight (a weight left out is 1)."""
     shadow: tuple[str, ...] = ()
     sticky_header: str | None = None
     salt: str = ""
@@ -83,11 +87,6 @@ class TrafficPolicy(BaseModel):
     def _check(self) -> TrafficPolicy:
         if sum(a.weight for a in self.arms) <= 0:
             raise ValueError("the weights of the arms must add up to more than 0")
-        seen: set[str] = set()
-        for arm in self.arms:
-            if arm.version in seen:
-                raise ValueError(f"version {arm.version} appears in two arms")
-            seen.add(arm.version)
         return self
 
     # constructors -----------------------------------------------------------------------

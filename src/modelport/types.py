@@ -90,12 +90,19 @@ class Outputs:
     """What one model call returns for a batch.
 
     ``predictions`` has one entry per row; ``probabilities`` is ``(n_rows, n_classes)`` with
-    columns in the order of ``classes`` when the model is a probabilistic classifier.
+    columns in the order of ``classes`` when the model is a probabilistic classifier. Labels
+    that come as a numpy string array (a scikit-learn classifier fitted on one) are held as an
+    object array of ``str``: what every encoder takes.
     """
 
     predictions: npt.NDArray[Any]
     probabilities: npt.NDArray[np.floating[Any]] | None = None
     classes: list[Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.predictions.dtype.kind in "US":
+            labels = self.predictions.astype(str).astype(object)
+            object.__setattr__(self, "predictions", labels)
 
     def take(self, start: int, stop: int) -> Outputs:
         """The rows ``start:stop`` (used to hand each request its slice of a micro-batch)."""

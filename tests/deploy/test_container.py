@@ -3,7 +3,8 @@
 Run alone with ``pytest tests/deploy/test_container.py -m container -s`` (``-s`` prints the
 timings). Skipped, saying why, when podman is absent; ``scripts/install-verify-tools``
 installs it and ``scripts/build-base-image`` builds the stand-in base image when
-``python:3.11-slim`` cannot be pulled. Uses ``--network host`` only (VERIFY.md).
+``python:3.11-slim`` cannot be pulled. Uses ``--network host`` only: the default bridge leaves
+interfaces and firewall rules behind (docs/architecture.md, "Verifying generated files").
 """
 
 from __future__ import annotations

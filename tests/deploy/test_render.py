@@ -192,9 +192,11 @@ def test_compose_with_assets_provisions_rules_and_dashboard(render_to: Render,
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
 
 
-def test_compose_scrapes_the_model_service(bundle: Path) -> None:
+def test_compose_prometheus_scrapes_every_replica(bundle: Path) -> None:
     prom = yaml.safe_load((bundle / "monitoring/prometheus.yml").read_text())
-    assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["model:8000"]
+    statics = prom["scrape_configs"][0]["static_configs"]
+    assert [(s["targets"], s["labels"]["replica"]) for s in statics] == [
+        (["model-1:8000"], "model-1"), (["model-2:8000"], "model-2")]
 
 
 def test_smoke_request_is_a_native_predict_body(bundle: Path,

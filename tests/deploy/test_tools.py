@@ -1,4 +1,4 @@
-"""Every rendered artifact passes the real tool that checks it (VERIFY.md): hadolint,
+"""Every rendered artifact passes the real tool that checks it (docs/architecture.md): hadolint,
 kubernetes-validate --strict, kubectl kustomize, promtool, actionlint, the Compose v2 binary,
 yamllint. Each test is skipped, saying how to install the tool, only when the tool is absent."""
 
@@ -53,7 +53,7 @@ def test_model_url_dockerfile_is_hadolint_clean(tool: Tool, render_to: Render,
 
 
 def test_hadolint_catches_a_non_numeric_user(tool: Tool, bundle: Path, tmp_path: Path) -> None:
-    """The check is real: the DL3066-style finding VERIFY.md describes is reported."""
+    """The check is real: a non-numeric ``USER`` (hadolint's DL3066) is reported."""
     bad = (bundle / "Dockerfile").read_text().replace("USER 10001:10001", "USER modelport")
     (tmp_path / "Dockerfile").write_text(bad)
     proc = subprocess.run([tool("hadolint"), "--failure-threshold", "info",

@@ -64,7 +64,9 @@ def make_app(metrics: Metrics, predlog: PredictionLog | None = None, **kwargs: o
 def count(metrics: Metrics, **labels: str) -> float:
     for family in text_string_to_metric_families(metrics.render()[0].decode()):
         for s in family.samples:
-            if s.name == "modelport_requests_total" and s.labels == labels:
+            # every request here is an HTTP one: protocol "rest"
+            if s.name == "modelport_requests_total" and s.labels == {**labels,
+                                                                      "protocol": "rest"}:
                 return s.value
     return 0.0
 

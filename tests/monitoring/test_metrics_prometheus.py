@@ -54,7 +54,7 @@ def test_every_name_has_the_modelport_prefix_and_a_unit_or_total_suffix(metrics:
 
 def test_request_latency_buckets_start_at_a_quarter_millisecond(metrics: Metrics) -> None:
     metrics.observe_request("heart", "1.0.0", "/predict", 200, 0.0002)
-    labels = {"model": "heart", "version": "1.0.0", "route": "/predict"}
+    labels = {"model": "heart", "version": "1.0.0", "route": "/predict", "protocol": "rest"}
     assert LATENCY_BUCKETS[0] == 0.00025
     assert value(metrics, "modelport_request_duration_seconds_bucket", **labels, le="0.00025") == 1
 
@@ -62,7 +62,7 @@ def test_request_latency_buckets_start_at_a_quarter_millisecond(metrics: Metrics
 def test_requests_are_counted_by_route_and_status(metrics: Metrics) -> None:
     for status in (200, 200, 422):
         metrics.observe_request("heart", "1.0.0", "/predict", status, 0.01)
-    base = {"model": "heart", "version": "1.0.0", "route": "/predict"}
+    base = {"model": "heart", "version": "1.0.0", "route": "/predict", "protocol": "rest"}
     assert value(metrics, "modelport_requests_total", **base, status="200") == 2
     assert value(metrics, "modelport_requests_total", **base, status="422") == 1
 
@@ -71,7 +71,7 @@ def test_unknown_models_and_versions_collapse_to_one_label(metrics: Metrics) -> 
     for name in ("typo1", "typo2", "typo3"):
         metrics.observe_request(name, "9", "/models/{name}/predict", 404, 0.001)
     metrics.observe_request("heart", "9.9.9", "/models/{name}/predict", 404, 0.001)
-    route = {"route": "/models/{name}/predict", "status": "404"}
+    route = {"route": "/models/{name}/predict", "status": "404", "protocol": "rest"}
     assert value(metrics, "modelport_requests_total", model=UNKNOWN, version=UNKNOWN, **route) == 3
     assert value(metrics, "modelport_requests_total", model="heart", version=UNKNOWN, **route) == 1
 
@@ -153,11 +153,6 @@ def test_drift_gauges_hold_score_and_level(metrics: Metrics) -> None:
 def test_two_metrics_objects_never_share_counts() -> None:
     a, b = Metrics(), Metrics()
     a.observe_request("", "", "/health", 200, 0.001)
-    assert (
-        value(a, "modelport_requests_total", model="", version="", route="/health", status="200")
-        == 1
-    )
-    assert (
-        value(b, "modelport_requests_total", model="", version="", route="/health", status="200")
-        == 0
-    )
+    labels = {"model": "", "version": "", "route": "/health", "status": "200", "protocol": "rest"}
+    assert value(a, "modelport_requests_total", **labels) == 1
+    assert value(b, "modelport_requests_total", **labels) == 0

@@ -45,9 +45,9 @@ def test_push_with_a_version_that_is_not_semantic_fails(cli: Cli, package: Path)
     assert isinstance(result.exception, InvalidInput)
 
 
-def test_alias_then_rollback_then_history(cli: Cli, package: Path) -> None:
-    cli("push", str(package), "--name", "heart")
-    cli("push", str(package), "--name", "heart")
+def test_alias_then_rollback_then_history(cli: Cli, heart_package: Path) -> None:
+    cli("push", str(heart_package), "--name", "heart")
+    cli("push", str(heart_package), "--name", "heart")
     assert "(unset) → 1.0.0" in cli("alias", "heart", "production", "1.0.0").output
     cli("alias", "heart", "production", "1.0.1", "--reason", "better", "--actor", "ana")
     assert "rolled back heart@production: 1.0.1 → 1.0.0" in cli(
@@ -58,8 +58,8 @@ def test_alias_then_rollback_then_history(cli: Cli, package: Path) -> None:
     assert (moves[1]["actor"], moves[1]["reason"]) == ("ana", "better")
 
 
-def test_list_and_show_report_aliases(cli: Cli, package: Path) -> None:
-    cli("push", str(package), "--name", "heart", "--version", "1.2.0")
+def test_list_and_show_report_aliases(cli: Cli, heart_package: Path) -> None:
+    cli("push", str(heart_package), "--name", "heart", "--version", "1.2.0")
     cli("alias", "heart", "production", "1.2.0")
     listed = json.loads(cli("list", "--json").output)
     shown = json.loads(cli("show", "heart@production", "--json").output)
@@ -69,8 +69,8 @@ def test_list_and_show_report_aliases(cli: Cli, package: Path) -> None:
     assert "heart:1.2.0" in cli("show", "heart").output
 
 
-def test_delete_is_refused_while_aliased(cli: Cli, package: Path) -> None:
-    cli("push", str(package), "--name", "heart")
+def test_delete_is_refused_while_aliased(cli: Cli, heart_package: Path) -> None:
+    cli("push", str(heart_package), "--name", "heart")
     cli("alias", "heart", "production", "1.0.0")
     assert isinstance(cli("delete", "heart:1.0.0").exception, Conflict)
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from modelport.cli.rollout import ACTOR_HEADER, register
 from modelport.config import Settings
-from modelport.errors import ConfigError, InvalidInput, ModelLoadError, Unauthorized
+from modelport.errors import ConfigError, Conflict, InvalidInput, Unauthorized
 from modelport.registry import Registry
 from modelport.server import admin
 from modelport.server.factory import build_app
@@ -78,15 +78,14 @@ def test_alias_switches_the_server_before_the_command_returns(
     assert _version(server, records) == "1.1.0"
 
 
-def test_alias_to_a_broken_version_fails_and_names_what_is_still_served(
+def test_alias_to_a_broken_version_is_refused_and_the_live_one_keeps_serving(
         cli: Cli, server: str, records: list[dict[str, Any]]) -> None:
     result = cli("alias", "heart", "production", "1.2.0")
-    assert isinstance(result.exception, ModelLoadError)
-    assert "keeps serving 1.0.0" in str(result.exception)
-    assert "golden check failed" in str(result.exception)
+    assert isinstance(result.exception, Conflict)
+    assert "golden check failed for heart:1.2.0" in str(result.exception)
     assert _version(server, records) == "1.0.0"
-    follow = json.loads(cli("status", "--json").output)["heart"]["follow"]
-    assert (follow["failed_target"], follow["failures"]) == ("1.2.0", 1)
+    heart = json.loads(cli("status", "--json").output)["heart"]
+    assert (heart["follow"]["target"], heart["refused"]["version"]) == ("1.0.0", "1.2.0")
 
 
 def test_rollback_takes_effect_on_the_server(cli: Cli, server: str,
@@ -160,8 +159,8 @@ def test_a_bad_traffic_command_names_the_option_before_calling(args: list[str],
 
 def test_a_policy_naming_a_version_not_loaded_is_refused_by_the_server(cli: Cli) -> None:
     result = cli("traffic", "heart", "--weights", "1.0.0=90,2.0.0=10")
-    assert isinstance(result.exception, InvalidInput)
-    assert "'arms.1.version': version 2.0.0 is not available" in str(result.exception)
+    assert isinstance(result.exception, Conflict)
+    assert "heart:2.0.0 is not served here" in str(result.exception)
 
 
 def test_canary_step_without_a_canary_says_how_to_start_one(cli: Cli) -> None:
@@ -173,7 +172,7 @@ def test_canary_step_without_a_canary_says_how_to_start_one(cli: Cli) -> None:
 def test_unloading_a_version_in_the_policy_is_refused(cli: Cli) -> None:
     cli("load", "heart", "1.1.0")
     cli("traffic", "heart", "--weights", "1.0.0=1,1.1.0=1")
-    assert isinstance(cli("unload", "heart", "1.1.0").exception, InvalidInput)
+    assert isinstance(cli("unload", "heart", "1.1.0").exception, Conflict)
     cli("traffic", "heart", "--clear")
     assert "unloaded heart:1.1.0" in cli("unload", "heart", "1.1.0").output
 

@@ -47,3 +47,45 @@ def v2_columns(records: list[dict[str, Any]]) -> dict[str, Any]:
             "FP64" if isinstance(values[0], float) else "INT64")
         inputs.append({"name": n, "shape": [len(values)], "datatype": dt, "data": values})
     return {"parameters": {"content_type": "pd"}, "inputs": inputs}
+
+
+def quiet_log(x: Any) -> Any:
+    """``np.log`` without its RuntimeWarning: -inf at zero, NaN below (a pipeline step that turns
+    rows into NaN, as a user's broken model does). Importable, so a pickled pipeline loads in a
+    server subprocess."""
+    import numpy as np
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(x)
+
+
+def quiet_log1p(x: Any) -> Any:
+    """``np.log1p`` without its RuntimeWarning: finite at zero, -inf at -1, NaN below."""
+    import numpy as np
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log1p(x)
+
+
+@pytest.fixture(scope="session")
+def broken_pipelines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Pipelines whose middle step is a log (``FunctionTransformer``) before a LogisticRegression,
+    saved as joblib files: ``log`` fails on every row with a value <= 0 (the all-zero example
+    row included: it cannot warm up); ``log1p`` warms up and fails on every row with a value
+    <= -1 (in process: ``Input X contains NaN`` / ``infinity``)."""
+    import joblib
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    rng = np.random.default_rng(11)
+    x = rng.uniform(0.5, 5.0, size=(200, 3))
+    y = (x[:, 0] > 2.5).astype(int)
+    out = tmp_path_factory.mktemp("broken")
+    paths = {}
+    for name, func in (("log", quiet_log), ("log1p", quiet_log1p)):
+        model = make_pipeline(FunctionTransformer(func), LogisticRegression()).fit(x, y)
+        paths[name] = out / f"broken_{name}.joblib"
+        joblib.dump(model, paths[name])
+    return paths

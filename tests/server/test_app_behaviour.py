@@ -19,7 +19,7 @@ from modelport.types import Columns, Outputs
 
 @dataclass(frozen=True)
 class FnRuntime:
-    """A runtime whose model is a plain function (STYLE.md: the fake of a seam is a function)."""
+    """A runtime whose model is a plain function (the fake of a seam is a function)."""
 
     fn: Any
     signature: Signature
@@ -111,7 +111,7 @@ def test_openapi_documents_each_model_with_a_real_example(client: TestClient,
     example = op["requestBody"]["content"]["application/json"]["example"]
     assert set(example["features"]) == set(records[0])
     assert client.post("/models/heart/predict", json=example).status_code == 200
-    assert "/v2/models/{name}/infer" in doc["paths"]
+    assert "/v2/models/heart/infer" in doc["paths"]  # per model: the body depends on it
     assert client.get("/docs").status_code == 200
 
 

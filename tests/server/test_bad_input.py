@@ -180,8 +180,10 @@ def _binary(records: Records, nan_age: bool = False, size_delta: int = 0) -> tup
         if spec["name"] in ("age", "oldpeak"):
             value = float("nan") if (nan_age and spec["name"] == "oldpeak") else float(
                 spec["data"][0])
-            raw = struct.pack("<d", value)
-            spec["datatype"] = "FP64"
+            # an integer feature takes an integer datatype
+            raw = struct.pack("<q", int(value)) if spec["name"] == "age" else struct.pack(
+                "<d", value)
+            spec["datatype"] = "INT64" if spec["name"] == "age" else "FP64"
             spec["parameters"] = {"binary_data_size": len(raw) + size_delta}
             del spec["data"]
             blobs.append(raw)

@@ -41,7 +41,8 @@ def _root(version: Annotated[bool, typer.Option(
     """Turn a trained model file into a production service, and keep it healthy there."""
 
 
-_AREAS = ("serve", "registry", "rollout", "build", "monitor", "tools", "optimize")
+_AREAS = ("serve", "registry", "rollout", "build", "monitor", "tools", "optimize",
+          "export")
 for _area in _AREAS:
     try:
         importlib.import_module(f"modelport.cli.{_area}").register(app)

@@ -35,7 +35,9 @@ def build(
     port: Annotated[int, typer.Option(help="Port inside the container.")] = 8000,
     target: Annotated[list[str] | None, typer.Option(
         help="kubernetes, knative, azure-containerapps, cloud-run (repeat it).")] = None,
-    replicas: Annotated[int, typer.Option(help="Replicas (and HPA minimum).")] = 2,
+    replicas: Annotated[int, typer.Option(
+        help="Replicas: of the compose fleet behind nginx, of the Kubernetes Deployment (and "
+             "HPA minimum).")] = 2,
     max_replicas: Annotated[int, typer.Option(help="HPA maximum.")] = 10,
     canary_weight: Annotated[int, typer.Option(help="Percent of traffic for the canary.")] = 10,
     active: Annotated[str, typer.Option(help="Slot the blue-green Service selects.")] = "blue",
@@ -53,6 +55,8 @@ def build(
     measure: Annotated[bool, typer.Option(help="Size resources from the model's measured "
                                           "memory.")] = True,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    gpu: Annotated[bool, typer.Option(help="An image for NVIDIA GPUs: CUDA runtime base image, "
+                                      "onnxruntime-gpu, MODELPORT_DEVICE=cuda.")] = False,
 ) -> None:
     """Write a deployable bundle: Dockerfile, Kubernetes, compose, CI workflow, README."""
     from modelport.deploy import BuildOptions
@@ -70,7 +74,7 @@ def build(
         replicas=replicas, max_replicas=max_replicas, canary_weight=canary_weight,
         active_slot=active,  # type: ignore[arg-type]  # checked above
         model_url=model_url, model_sha256=model_sha256, ci_workdir=_workdir(out),
-        validate_args=_gate_args(validate_data, validate_target, gate or []))
+        validate_args=_gate_args(validate_data, validate_target, gate or []), gpu=gpu)
     resources = _resources(pkg.root) if measure else _resources(None)
     staging = _staging(out)
     try:
@@ -82,7 +86,8 @@ def build(
     typer.echo(f"wrote {out}/ for {pkg.manifest.name}:{pkg.manifest.version}: requests "
                f"{resources.memory_request}, limits {resources.memory_limit}; next: "
                f"docker build -t {options.image_name(pkg.manifest.name)}:"
-               f"{pkg.manifest.version} {out}")
+               f"{pkg.manifest.version} {out}  (or the fleet of {options.replicas} behind "
+               f"nginx: cd {out} && docker compose up --build)")
 
 
 def _fill(staging: Path, pkg: Any, options: Any, resources: Any, *, wheel: Path | None,

@@ -2,7 +2,9 @@
 
 ``drift`` talks to running servers over HTTP. Given several server URLs (the replicas of one
 deployment), it fetches each one's raw window counts and adds them up — exactly — before
-deciding, so the answer is the drift of the whole fleet.
+deciding, so the answer is the drift of the whole fleet. ``drift status --prometheus URL``
+asks Prometheus for the same sums instead, over every replica it scrapes (one server or the
+package gives the reference profile).
 """
 
 from __future__ import annotations
@@ -51,25 +53,137 @@ def profile(
 
 
 def status(
-    urls: Urls,
+    urls: Annotated[list[str] | None, typer.Argument(
+        help="Base URL of each server (replicas of one deployment are merged); with "
+             "--prometheus, one server (or the load balancer) for the reference profile.",
+        show_default=False)] = None,
+    prometheus: Annotated[str | None, typer.Option(
+        help="Prometheus base URL: drift from the sums of every replica's drift counters "
+             "it scraped.", show_default=False)] = None,
+    package: Annotated[Path | None, typer.Option(
+        help="With --prometheus and no URL: the package whose reference profile to use.",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
     fail_on: Annotated[str | None, typer.Option(
         help="Exit with status 1 when any model reaches this status: warn or alert.")] = None,
     timeout: Annotated[float, typer.Option(help="HTTP timeout, seconds.")] = 10.0,
 ) -> None:
-    """Drift status of every monitored model of one server (or of a fleet of replicas)."""
+    """Drift status of every monitored model of one server, of a fleet of replicas, or of
+    every replica Prometheus scrapes."""
     import json
 
     if fail_on is not None and fail_on not in _LEVELS:
         raise ConfigError("--fail-on must be warn or alert")
-    reports = _fetch_reports(urls, timeout) if len(urls) == 1 else [
-        view.report for view in _fetch_views(urls, timeout)]
+    if prometheus is not None:
+        reports = _prometheus_reports(prometheus, urls or [], package, timeout)
+    elif not urls:
+        raise ConfigError("give server URLs, or --prometheus URL")
+    else:
+        reports = _fetch_reports(urls, timeout) if len(urls) == 1 else [
+            view.report for view in _fetch_views(urls, timeout)]
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in reports], indent=1))
     else:
         _print_reports(reports)
     if fail_on is not None and any(r.level >= _LEVELS[fail_on] for r in reports):
         raise typer.Exit(1)
+
+
+def _prometheus_reports(prometheus: str, urls: list[str], package: Path | None,
+                        timeout: float) -> list[DriftReport]:
+    """Evaluate the fleet sums Prometheus holds, one report per model version."""
+    from modelport.monitoring.drift import evaluate_snapshot
+    from modelport.monitoring.fleet import snapshot_from_sums
+
+    if not urls and package is None:
+        raise ConfigError("--prometheus needs a server URL or --package for the reference "
+                          "profile")
+    groups = _prometheus_groups(prometheus, timeout)
+    if not groups:
+        raise ModelportError(f"Prometheus at {prometheus} has no drift counts "
+                             "(modelport_drift_window_rows): is it scraping the replicas?")
+    reports = []
+    for group in groups:
+        profile, thresholds = _reference(group, urls, package, timeout)
+        if profile is None:
+            continue
+        reports.append(evaluate_snapshot(profile, snapshot_from_sums(profile, group),
+                                         thresholds=thresholds, model=group.model,
+                                         version=group.version))
+    if not reports:
+        raise ModelportError("no model version in Prometheus uses the reference profile given")
+    return reports
+
+
+def _prometheus_groups(prometheus: str, timeout: float) -> list[Any]:
+    """The four instant queries, all evaluated at the same moment."""
+    import time
+
+    from modelport.monitoring.fleet import (
+        COUNT_LABELS,
+        GROUP_LABELS,
+        SEEN_ROWS,
+        WINDOW_COUNT,
+        WINDOW_ROWS,
+        group_sums,
+    )
+
+    at = f"{time.time():.3f}"
+    by, by_bin = ", ".join(GROUP_LABELS), ", ".join(COUNT_LABELS)
+    queries = (f"sum by ({by_bin}) ({WINDOW_COUNT})", f"sum by ({by}) ({WINDOW_ROWS})",
+               f"sum by ({by}) ({SEEN_ROWS})", f"count by ({by}) ({WINDOW_ROWS})")
+    vectors = [_prom_query(prometheus, q, at, timeout) for q in queries]
+    return group_sums(*vectors)
+
+
+def _prom_query(prometheus: str, query: str, at: str, timeout: float) -> list[Any]:
+    import httpx
+
+    target = prometheus.rstrip("/") + "/api/v1/query"
+    try:
+        response = httpx.get(target, params={"query": query, "time": at}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise ModelportError(f"cannot reach {target}: {exc}") from exc
+    body = response.json() if response.headers.get("content-type", "").startswith(
+        "application/json") else {}
+    if response.status_code != 200 or body.get("status") != "success":
+        raise ModelportError(f"Prometheus query {query!r} failed ({response.status_code}): "
+                             f"{body.get('error') or response.text[:300]}")
+    return [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]
+
+
+def _reference(group: Any, urls: list[str], package: Path | None,
+               timeout: float) -> tuple[Any, Any]:
+    """``group``'s reference profile and thresholds, from ``--package`` or from a server;
+    ``(None, None)`` when that source has another profile (e.g. an older version's)."""
+    from modelport.monitoring.profile import ReferenceProfile
+    from modelport.monitoring.stats import DriftReport, DriftThresholds
+
+    if package is not None:
+        profile = _package_profile(package)
+        thresholds = DriftThresholds()
+    else:
+        name = group.model
+        profile = ReferenceProfile.from_dict(
+            _get(urls[0], f"/monitoring/drift/{name}/reference", timeout))
+        thresholds = DriftReport.from_dict(
+            _get(urls[0], f"/monitoring/drift/{name}", timeout)).thresholds
+    if profile.digest() != group.reference:
+        typer.echo(f"skipping {group.model}:{group.version}: its counts use another reference "
+                   "profile than the one given", err=True)
+        return None, None
+    return profile, thresholds
+
+
+def _package_profile(package: Path) -> Any:
+    from modelport.monitoring.profile import ReferenceProfile
+    from modelport.package import open_package
+
+    pkg = open_package(package)
+    if pkg.reference_path is None:
+        raise ConfigError(f"package '{package}' has no reference profile; add one with: "
+                          f"modelport profile DATA --package {package}")
+    return ReferenceProfile.from_json(pkg.reference_path.read_text(encoding="utf-8"))
 
 
 def report(

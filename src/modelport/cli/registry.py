@@ -55,7 +55,8 @@ def push(
         "--version", help="Semantic version (default: next patch)", show_default=False)] = None,
     db: Db = None, store: Store = None, actor: Actor = None,
 ) -> None:
-    """Register a package (a bare model file is packed first) as NAME:VERSION."""
+    """Register a package as NAME:VERSION. A bare model file is packed first, with golden
+    rows made from its signature; one that raises on them is refused."""
     with _open(db, store) as reg:
         record = reg.push(package_or_file, name, version, actor=actor or _login())
     _out.print(f"pushed {record.ref} (sha256 {record.digest[:12]})")
@@ -101,9 +102,12 @@ def alias(
     reason: Annotated[str | None, typer.Option("--reason", help="Recorded with the move")] = None,
     db: Db = None, store: Store = None, actor: Actor = None,
 ) -> None:
-    """Point NAME@ALIAS at VERSION (atomically, recorded)."""
+    """Point NAME@ALIAS at VERSION (atomically, recorded). VERSION is loaded and checked
+    first: one that raises on its golden rows, or on those of the current target, is refused
+    and the alias stays."""
     with _open(db, store) as reg:
-        move = reg.set_alias(name, alias_name, version, actor=actor or _login(), reason=reason)
+        move = reg.set_alias(name, alias_name, version, actor=actor or _login(), reason=reason,
+                             check=True)
     _out.print(_describe(move))
 
 
@@ -114,9 +118,10 @@ def rollback(
     reason: Annotated[str | None, typer.Option("--reason", help="Recorded with the move")] = None,
     db: Db = None, store: Store = None, actor: Actor = None,
 ) -> None:
-    """Move NAME@ALIAS back to the target it had before."""
+    """Move NAME@ALIAS back to the target it had before (checked first, as for alias)."""
     with _open(db, store) as reg:
-        move = reg.rollback(name, alias_name, actor=actor or _login(), reason=reason)
+        move = reg.rollback(name, alias_name, actor=actor or _login(), reason=reason,
+                            check=True)
     _out.print(_describe(move))
 
 

@@ -110,7 +110,9 @@ def status(
                                               show_default=False)] = None,
     api_key: ApiKey = None, timeout: Timeout = 30.0, as_json: Json = False,
 ) -> None:
-    """What the server serves: versions, the default one, traffic policy, alias following."""
+    """What the server serves: versions, the default one, traffic policy, alias following,
+    and the last version refused (an alias move, load or traffic change that failed its golden
+    rows)."""
     client = AdminClient(url, api_key=api_key, timeout=timeout)
     models = {model: client.model(model)} if model else client.models()
     if as_json:
@@ -123,6 +125,9 @@ def status(
                       describe_policy(entry.get("traffic")), _describe_follow(follow),
                       _describe_failure(follow))
     _out.print(table)
+    for entry in (models[name] for name in sorted(models)):
+        if entry.get("refused"):
+            _out.print(_describe_refusal(entry["refused"]))
 
 
 def alias(url: Url, name: Name,
@@ -247,6 +252,13 @@ def describe_policy(policy: dict[str, Any] | None) -> str:
     return text
 
 
+def _describe_refusal(refused: dict[str, Any]) -> str:
+    """One line for a refusal as ``GET /admin/models`` returns it."""
+    ref = f"{refused['name']}:{refused['version']}"
+    reason = str(refused["reason"]).removeprefix(f"{ref} refused: ")
+    return f"refused {ref} ({str(refused['action']).replace('_', ' ')}): {reason}"
+
+
 def _build_policy(client: AdminClient, name: str, *, weights: str | None, canary: str | None,
                   percent: float | None, shadow: str | None,
                   sticky_header: str | None) -> TrafficPolicy:
@@ -290,7 +302,8 @@ def _serving(client: AdminClient, name: str) -> str:
 
 
 def _policy(client: AdminClient, name: str) -> dict[str, Any] | None:
-    policy: dict[str, Any] | None = client.call("GET", f"models/{name}/traffic")["policy"]
+    """The model's traffic policy (None: every request goes to its default version)."""
+    policy: dict[str, Any] | None = client.model(name).get("traffic")
     return policy
 
 

@@ -18,6 +18,9 @@ def serve(
              "registry references (heart@production, heart:1.2.0).", show_default=False)],
     host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
+    grpc_port: Annotated[int | None, typer.Option(
+        help="TCP port of the Open Inference Protocol over gRPC (default 8081); 0 turns gRPC "
+             "off.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     max_batch_size: Annotated[int | None, typer.Option(
         help="Most rows merged into one model call.")] = None,
@@ -34,19 +37,47 @@ def serve(
              "admin key the admin API and V2 repository routes are off.")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning.")] = None,
+    db: Annotated[str | None, typer.Option(
+        "--db", help="Registry catalog URL for NAME@ALIAS targets: sqlite:///path.db or "
+                     "postgresql+psycopg://… [env: MODELPORT_REGISTRY_DB]",
+        show_default=False)] = None,
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="Registry artifact store directory [env: MODELPORT_REGISTRY_STORE]",
+        show_default=False)] = None,
+    device: Annotated[str | None, typer.Option(
+        help="auto (a GPU when one is usable, else the CPU; logged), cpu or cuda (refuses to "
+             "start without one). Torch, ONNX and XGBoost models.")] = None,
+    providers: Annotated[str | None, typer.Option(
+        help="ONNX Runtime execution providers in order, comma-separated (e.g. "
+             "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider); one "
+             "that is not installed stops the start.")] = None,
+    log_file: Annotated[Path | None, typer.Option(
+        help="Write the JSON log to this file instead of stderr.")] = None,
+    log_max_bytes: Annotated[int | None, typer.Option(
+        help="Rotate --log-file past this size (0: never; it is reopened when moved or on "
+             "SIGHUP, for logrotate).")] = None,
+    log_backups: Annotated[int | None, typer.Option(
+        help="Rotated log files kept (--log-max-bytes).")] = None,
 ) -> None:
     """Serve models over REST: native /predict, V2 (Open Inference Protocol) and V1."""
     from modelport.config import Settings
+    from modelport.errors import ConfigError
+    from modelport.runtimes.devices import DEVICES
     from modelport.server.run import serve as run
 
     flags: dict[str, Any] = {
-        "model": targets, "host": host, "port": port, "workers": workers,
+        "model": targets, "host": host, "port": port, "grpc_port": grpc_port,
+        "workers": workers,
         "max_batch_size": max_batch_size, "max_batch_wait_ms": max_batch_wait_ms,
         "runtime": runtime, "unseen_categories": unseen_categories,
         "api_keys_file": api_keys_file, "admin_keys_file": admin_keys_file,
         "max_body_bytes": max_body_bytes,
-        "log_level": log_level,
+        "log_level": log_level, "registry_db": db, "registry_store": store,
+        "device": device, "providers": providers, "log_file": log_file,
+        "log_max_bytes": log_max_bytes, "log_backups": log_backups,
     }
+    if device is not None and device not in DEVICES:
+        raise ConfigError(f"--device: '{device}' is not one of {', '.join(DEVICES)}")
     settings = Settings(**{k: v for k, v in flags.items() if v is not None})
     if settings.workers > 1:
         from modelport.monitoring.metrics import reset_multiprocess_dir
@@ -68,12 +99,19 @@ def pack(
     target: Annotated[str | None, typer.Option(
         help="Label column of the reference data (dropped from the features).")] = None,
     out: Annotated[Path | None, typer.Option(help="Package directory to write.")] = None,
+    example: Annotated[Path | None, typer.Option(
+        help="Torch models: an example input batch (.npy, .npz by input name, or .csv/.parquet "
+             "whose columns name the features); kept as the package's sidecar.")] = None,
+    outputs: Annotated[str, typer.Option(
+        help="Torch models with --example: what the model returns: logits, probabilities or "
+             "values (a regression); auto guesses from the example's output.")] = "auto",
 ) -> None:
     """Write a model package: artifact, modelport.yaml (signature, versions, sha256s)."""
     from modelport.package import pack as make
+    from modelport.runtimes import Example
 
     pkg = make(model, out or Path(name), name=name, version=version, reference=reference,
-               target=target)
+               target=target, example=None if example is None else Example(example, outputs))
     sig = pkg.signature
     typer.echo(f"packed {pkg.manifest.name}:{pkg.manifest.version} ({pkg.manifest.flavor}, "
                f"{len(sig.features)} features, {sig.task}) into {pkg.root}")

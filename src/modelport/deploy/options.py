@@ -12,7 +12,7 @@ from typing import Literal
 
 from modelport.errors import ConfigError
 
-__all__ = ["TARGETS", "BuildOptions", "Target", "dns_name"]
+__all__ = ["CUDA_IMAGE", "TARGETS", "BuildOptions", "Target", "dns_name"]
 
 Target = Literal["kubernetes", "knative", "azure-containerapps", "cloud-run"]
 TARGETS: tuple[Target, ...] = ("kubernetes", "knative", "azure-containerapps", "cloud-run")
@@ -20,6 +20,8 @@ TARGETS: tuple[Target, ...] = ("kubernetes", "knative", "azure-containerapps", "
 _IMAGE = re.compile(r"^[a-z0-9]([a-z0-9._/:-]*[a-z0-9])?$")
 _DNS = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+CUDA_IMAGE = "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"
+"""Base image of ``--gpu`` bundles: the CUDA runtime and cuDNN, with Ubuntu's Python 3."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class BuildOptions:
     """Where the bundle sits in the repository the CI workflow runs in."""
     validate_args: tuple[str, ...] = field(default_factory=tuple)
     """Extra arguments of ``modelport validate`` in the CI gate (``--data``, thresholds)."""
+    gpu: bool = False
+    """An image for NVIDIA GPUs: the CUDA runtime base image (:data:`CUDA_IMAGE` unless
+    ``base_image`` is given), onnxruntime-gpu, and ``MODELPORT_DEVICE=cuda`` (a container
+    started without a GPU stops with an error instead of running slowly on the CPU)."""
 
     def __post_init__(self) -> None:
         _check(bool(self.image) and not _IMAGE.match(self.image), "image",
@@ -80,6 +86,8 @@ class BuildOptions:
         """Base image of both stages."""
         if self.base_image:
             return self.base_image
+        if self.gpu:
+            return CUDA_IMAGE
         minor = self.python or ".".join(model_python.split(".")[:2])
         return f"python:{minor}-slim"
 

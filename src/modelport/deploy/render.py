@@ -12,20 +12,23 @@ import math
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from modelport.deploy.fleet import Balancer, nginx_conf, prometheus_config
 from modelport.deploy.options import BuildOptions, dns_name
 from modelport.deploy.requirements import requirements_txt, serving_pins
 from modelport.deploy.sizing import MIB, Resources
+from modelport.deploy.templating import TEMPLATES, render
+from modelport.errors import ConfigError
 from modelport.package import Package
 
 __all__ = ["MODEL_DIR", "Bundle", "canary_split", "monitoring_assets", "render_bundle"]
 
-TEMPLATES = Path(__file__).parent / "templates"
 ASSETS = Path(__file__).parents[1] / "monitoring" / "assets"
 MODEL_DIR = "model"
+FLEET_EXTRAS = ("postgres", "redis")
+"""modelport's extras the image installs: the compose replicas share PostgreSQL and Redis."""
 """Where the CLI copies the package inside the bundle (the image bakes it in from there)."""
 
 _K8S_BASE = ("kustomization.yaml", "deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
@@ -71,16 +74,24 @@ def render_bundle(
     :func:`monitoring_assets`; ``serving`` (pinned serving stack) to :func:`serving_pins`;
     ``modelport_version`` pins modelport itself when ``options.wheel`` is empty."""
     assets = monitoring_assets() if assets is None else assets
+    if options.gpu:
+        _check_gpu(package)
     ctx = _context(package, options, resources, assets)
-    pins = serving_pins() if serving is None else serving
+    pins = serving_pins(extras=FLEET_EXTRAS) if serving is None else serving
     files: dict[str, str] = {
         "Dockerfile": _render("Dockerfile.j2", ctx),
         ".dockerignore": _render("dockerignore.j2", ctx),
         "requirements.txt": requirements_txt(
-            package.manifest.libraries, pins,
-            modelport_pin=None if options.wheel else (modelport_version or None)),
+            _libraries(package), pins,
+            modelport_pin=None if options.wheel else (modelport_version or None),
+            gpu=options.gpu),
         "docker-compose.yml": _render("docker-compose.yml.j2", ctx),
-        "monitoring/prometheus.yml": _render("prometheus.yml.j2", ctx),
+        "nginx/nginx.conf": nginx_conf(Balancer(
+            tuple(f"{r}:{options.port}" for r in ctx["replica_names"]), listen="8080",
+            resolver="127.0.0.11")),
+        "monitoring/prometheus.yml": prometheus_config(
+            {r: f"{r}:{options.port}" for r in ctx["replica_names"]}, service=ctx["app"],
+            alerts=ctx["alerts"]),
         "monitoring/grafana/provisioning/datasources/prometheus.yml":
             _render("grafana-datasource.yml.j2", ctx),
         f".github/workflows/deploy-{ctx['app']}.yml": _render("workflow.yml.j2", ctx),
@@ -96,6 +107,26 @@ def render_bundle(
         if target in options.targets:
             files[path] = _render(template, ctx)
     return Bundle(files, ctx["image_ref"])
+
+
+def _libraries(package: Package) -> dict[str, str]:
+    """The libraries the served artifact needs: the model's, plus ONNX Runtime's when a
+    converted ONNX artifact passed parity (``runtime=auto`` serves it)."""
+    m = package.manifest
+    libraries = dict(m.libraries)
+    if m.onnx and m.onnx.get("parity", {}).get("passed"):
+        libraries |= m.onnx.get("libraries") or {}
+    return libraries
+
+
+def _check_gpu(package: Package) -> None:
+    """``--gpu`` for a model that can use one: torch, ONNX, XGBoost, or one served as ONNX."""
+    m = package.manifest
+    onnx_ok = bool(m.onnx and m.onnx.get("parity", {}).get("passed"))
+    if m.flavor not in ("torch", "onnx", "xgboost") and not onnx_ok:
+        raise ConfigError(f"--gpu: a {m.flavor} model runs on the CPU only; convert it first "
+                          "(modelport optimize: it is then served by ONNX Runtime) or build "
+                          "without --gpu")
 
 
 def _monitoring_files(assets: Mapping[str, str], ctx: Mapping[str, Any]) -> dict[str, str]:
@@ -134,6 +165,7 @@ def _context(package: Package, options: BuildOptions, resources: Resources,
     sizing = {"resources": resources, "aca": _aca_size(resources),
               "cloud_run": {"cpu": "1", "memory": _mi_at_least(resources.memory_limit, 512)}}
     rollout = {"replicas": options.replicas, "active": options.active_slot,
+               "replica_names": [f"model-{i}" for i in range(1, options.replicas + 1)],
                "inactive": "green" if options.active_slot == "blue" else "blue",
                "canary": {"replicas": canary, "stable": stable,
                           "weight": options.canary_weight}}
@@ -175,18 +207,5 @@ def _bytes(quantity: str) -> int:
     return int(quantity)
 
 
-@lru_cache(maxsize=1)
-def _environment() -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    env.filters["q"] = json.dumps
-    env.globals["gh"] = lambda expr: "${{ " + expr + " }}"  # a GitHub Actions expression
-    return env
-
-
 def _render(template: str, ctx: Mapping[str, Any]) -> str:
-    text: str = _environment().get_template(template).render(**ctx)
-    return text
+    return render(template, ctx)

@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, requires, version
 
 __all__ = ["requirements_txt", "serving_pins"]
 
+_GPU = {"onnxruntime": "onnxruntime-gpu"}
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?")
 
 
@@ -17,12 +18,16 @@ def _key(dist: str) -> str:
     return re.sub(r"[-_.]+", "-", dist).lower()
 
 
-def serving_pins(distribution: str = "modelport") -> dict[str, str]:
+def serving_pins(distribution: str = "modelport", *,
+                 extras: tuple[str, ...] = ()) -> dict[str, str]:
     """``{requirement name with extras: installed version}`` for the runtime dependencies of
-    ``distribution`` (optional extras left out)."""
+    ``distribution``, plus those of the optional ``extras`` named (e.g. ``postgres``, ``redis``
+    for replicas that share a database and a cache); extras not installed are left out."""
     pins: dict[str, str] = {}
     for req in requires(distribution) or []:
-        if "extra ==" in req.replace('"', "").replace("'", ""):
+        marker = req.partition(";")[2].replace('"', "").replace("'", "")
+        extra = re.search(r"extra\s*==\s*([A-Za-z0-9._-]+)", marker)
+        if extra is not None and extra.group(1) not in extras:
             continue
         match = _NAME.match(req)
         if match is None:
@@ -39,12 +44,16 @@ def requirements_txt(
     serving: Mapping[str, str],
     *,
     modelport_pin: str | None = None,
+    gpu: bool = False,
 ) -> str:
     """The file's text. ``model_libraries`` win over ``serving`` for the same distribution;
-    ``modelport_pin`` adds ``modelport==VERSION`` when no wheel ships in the bundle."""
+    ``modelport_pin`` adds ``modelport==VERSION`` when no wheel ships in the bundle; ``gpu``
+    takes onnxruntime's GPU build. A local version label (torch's ``2.13.0+cpu``) is left out:
+    it names a build, not a release."""
     model_keys = {_key(d) for d in model_libraries}
     lines = ["# the model's libraries, at the versions it was saved with (modelport.yaml)"]
-    lines += [f"{dist}=={ver}" for dist, ver in sorted(model_libraries.items())]
+    lines += [f"{_GPU.get(dist, dist) if gpu else dist}=={ver.split('+')[0]}"
+              for dist, ver in sorted(model_libraries.items())]
     lines.append("# the serving stack, at the versions that built this bundle")
     for req, ver in sorted(serving.items(), key=lambda kv: _key(kv[0])):
         match = _NAME.match(req)

@@ -13,6 +13,8 @@ Label cardinality is bounded on purpose: a model or version that was never regis
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,10 @@ from modelport.types import PredictionEvent
 
 __all__ = [
     "DRIFT_LEVELS",
+    "GaugeFamily",
     "LATENCY_BUCKETS",
     "PREDLOG_OUTCOMES",
+    "ROLLOUT_ACTIONS",
     "UNKNOWN",
     "Metrics",
     "reset_multiprocess_dir",
@@ -38,8 +42,12 @@ LATENCY_BUCKETS = (
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
-PREDLOG_OUTCOMES = ("written", "dropped", "failed", "spooled", "replayed")
-"""Outcomes of prediction-log records, in ``modelport_predlog_records_total{outcome}``."""
+PREDLOG_OUTCOMES = ("written", "dropped", "failed", "spooled", "replayed", "unspooled")
+"""Outcomes of prediction-log records, in ``modelport_predlog_records_total{outcome}``
+(``unspooled``: the part of ``failed`` the spool could not take, e.g. on a full disk)."""
+
+ROLLOUT_ACTIONS = ("alias_move", "rollback", "load", "repository_load", "traffic", "follow")
+"""What a refused candidate was refused for, in ``modelport_rollout_refusals_total{action}``."""
 
 DRIFT_LEVELS = {"insufficient": -1, "ok": 0, "warn": 1, "alert": 2}
 """Values of ``modelport_drift_status`` (the drift statuses of ``monitoring.stats``)."""
@@ -81,17 +89,20 @@ class Metrics:
         # label children of the hot-path metrics, which are never removed: ``labels()`` costs
         # microseconds (validation, a lock, a dict) and runs several times per request
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._computed: list[_Computed] = []
         self._define(pc)
 
     def _define(self, pc: Any) -> None:
         reg, mv = self.registry, ("model", "version")
         self.requests = pc.Counter(
-            "modelport_requests", "HTTP requests answered, by route template and status.",
-            [*mv, "route", "status"], registry=reg,
+            "modelport_requests",
+            "Requests answered, by protocol (rest, grpc), route (template or gRPC method) and "
+            "status (HTTP; a gRPC answer counts as the HTTP status REST gives it).",
+            [*mv, "route", "status", "protocol"], registry=reg,
         )  # fmt: skip
         self.request_duration = pc.Histogram(
             "modelport_request_duration_seconds", "Time from request to response, seconds.",
-            [*mv, "route"], buckets=LATENCY_BUCKETS, registry=reg,
+            [*mv, "route", "protocol"], buckets=LATENCY_BUCKETS, registry=reg,
         )  # fmt: skip
         self.inference_duration = pc.Histogram(
             "modelport_inference_duration_seconds", "Time one model call took, seconds.",
@@ -113,6 +124,12 @@ class Metrics:
         self.cache_lookups = pc.Counter(
             "modelport_cache_lookups", "Prediction-cache row lookups, by result (hit, miss).",
             [*mv, "result"], registry=reg,
+        )  # fmt: skip
+        self.cache_fallbacks = pc.Counter(
+            "modelport_cache_fallbacks",
+            "Rows the prediction cache could not serve or store, by reason: error (it failed: "
+            "predicted without it), unavailable (it had just failed: not asked), store_error.",
+            ["model", "reason"], registry=reg,
         )  # fmt: skip
         self._define_state(pc)
 
@@ -141,6 +158,11 @@ class Metrics:
         self.drift_status = pc.Gauge(
             "modelport_drift_status", "Drift per feature: -1 too few rows, 0 ok, 1 warn, 2 alert.",
             ["model", "feature"], registry=reg, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.rollout_refusals = pc.Counter(
+            "modelport_rollout_refusals",
+            "Candidate versions refused before going live (golden rows failed), by action.",
+            [*mv, "action"], registry=reg,
         )  # fmt: skip
         for outcome in PREDLOG_OUTCOMES:  # export zeros so rate() works from the first scrape
             self.predlog_records.labels(outcome)
@@ -200,12 +222,13 @@ class Metrics:
     # -- hot path -------------------------------------------------------------------------
 
     def observe_request(
-        self, model: str, version: str, route: str, status: int | str, seconds: float
+        self, model: str, version: str, route: str, status: int | str, seconds: float, *,
+        protocol: str = "rest",
     ) -> None:
-        """One answered HTTP request (called by the observability middleware)."""
+        """One answered request (REST: the observability middleware; gRPC: its servicer)."""
         m, v = self.labels_for(model, version)
-        self._child(self.requests, m, v, route, str(status)).inc()
-        self._child(self.request_duration, m, v, route).observe(seconds)
+        self._child(self.requests, m, v, route, str(status), protocol).inc()
+        self._child(self.request_duration, m, v, route, protocol).observe(seconds)
 
     def request_started(self, route: str) -> None:
         """A request entered ``route`` (in-flight gauge up)."""
@@ -238,11 +261,23 @@ class Metrics:
         if misses:
             self._child(self.cache_lookups, *labels, "miss").inc(misses)
 
+    def count_cache_fallback(self, model: str, version: str, reason: str, rows: int) -> None:
+        """Rows the prediction cache failed (``cached_predict(on_fallback=...)``)."""
+        self._child(self.cache_fallbacks, self.labels_for(model, version)[0], reason).inc(rows)
+
     def count_predlog(self, outcome: str, n: int) -> None:
         """Callback for :class:`~modelport.monitoring.predlog.PredictionLog` counters."""
         if outcome not in PREDLOG_OUTCOMES:
             raise ValueError(f"outcome must be one of {PREDLOG_OUTCOMES}, got {outcome!r}")
         self.predlog_records.labels(outcome).inc(n)
+
+    def count_refusal(self, model: str, version: str, action: str) -> None:
+        """A candidate refused by the rollout gate. Its version is labelled as is, though not
+        served: only admin requests and alias moves name one, after the registry resolved it."""
+        if action not in ROLLOUT_ACTIONS:
+            raise ValueError(f"action must be one of {ROLLOUT_ACTIONS}, got {action!r}")
+        m = model if model in self._models else UNKNOWN
+        self.rollout_refusals.labels(m, version, action).inc()
 
     def set_drift(self, model: str, feature: str, method: str, score: float, status: str) -> None:
         """Latest drift decision for one feature (``status`` is a key of DRIFT_LEVELS)."""
@@ -251,6 +286,15 @@ class Metrics:
         m = model if model in self._models else UNKNOWN
         self.drift_score.labels(m, feature, method).set(score)
         self.drift_status.labels(m, feature).set(DRIFT_LEVELS[status])
+
+    def add_gauges(self, families: Callable[[], Iterable[GaugeFamily]]) -> None:
+        """Gauges computed at each scrape by ``families()`` (e.g. the drift windows' bin
+        counts, which Prometheus can then sum across replicas). With ``multiprocess_dir`` they
+        are the values of the worker that answers the scrape."""
+        computed = _Computed(families)
+        self._computed.append(computed)
+        if self.registry is not None:
+            self.registry.register(computed)
 
     # -- exposition -----------------------------------------------------------------------
 
@@ -266,6 +310,8 @@ class Metrics:
             multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
                 registry, path=str(self.multiprocess_dir)
             )
+            for computed in self._computed:  # this worker's own values
+                registry.register(computed)
         return pc.generate_latest(registry), pc.CONTENT_TYPE_LATEST
 
     def mark_process_dead(self, pid: int) -> None:
@@ -276,3 +322,32 @@ class Metrics:
             multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
                 pid, str(self.multiprocess_dir)
             )
+
+
+@dataclass(frozen=True)
+class GaugeFamily:
+    """One gauge metric computed at scrape time: ``(label values, value)`` per series."""
+
+    name: str
+    doc: str
+    labels: tuple[str, ...]
+    samples: Sequence[tuple[tuple[str, ...], float]]
+
+
+class _Computed:
+    """A prometheus_client collector over a function that returns :class:`GaugeFamily`s."""
+
+    def __init__(self, families: Callable[[], Iterable[GaugeFamily]]) -> None:
+        self._families = families
+
+    def describe(self) -> list[Any]:
+        return []  # names are not known before the first scrape; no duplicate check
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        for fam in self._families():
+            metric = GaugeMetricFamily(fam.name, fam.doc, labels=fam.labels)
+            for values, value in fam.samples:
+                metric.add_metric(values, value)
+            yield metric

@@ -11,7 +11,10 @@ every accepted row ends up in the database exactly once. Outcomes are reported t
 - ``written``: records (prediction rows and labels) inserted, replayed ones included;
 - ``spooled``: records put in the spool;
 - ``replayed``: spooled rows inserted later; ``dropped``: rows refused because the queue was full;
-- ``failed``: rows lost anyway (spool not writable, unreadable spool line, unconvertible event).
+- ``failed``: rows lost anyway (spool not writable, unreadable spool line, unconvertible event);
+- ``unspooled``: of those, the rows the spool could not take (a full disk): the first such
+  failure is logged as an error naming the spool file and the cause, the recovery as a warning.
+  A failed append leaves the spool as it was, so rows spooled before are replayed intact.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class PredlogStats:
     failed: int = 0
     spooled: int = 0
     replayed: int = 0
+    unspooled: int = 0
 
 
 def event_records(event: PredictionEvent) -> list[PredictionRecord]:
@@ -114,6 +118,8 @@ class PredictionLog:
         self._counts = dict.fromkeys(PredlogStats.__dataclass_fields__, 0)
         self._lock = threading.Lock()
         self._closed = False
+        self._unspooled_since: int | None = None
+        """``unspooled`` when the spool started failing (None while it works)."""
         self._thread = threading.Thread(target=self._run, name="modelport-predlog", daemon=True)
         self._thread.start()
 
@@ -276,11 +282,26 @@ class PredictionLog:
             return
         try:
             self._spool.append(records)
-        except OSError:
-            log.exception("prediction log: spool not writable; %d rows lost", len(records))
-            self._count("failed", len(records))
+        except OSError as exc:
+            self._spool_failed(exc, len(records))
             return
         self._count("spooled", len(records))
+        if self._unspooled_since is not None:
+            lost = self._counts["unspooled"] - self._unspooled_since
+            log.warning("prediction log: the spool %s is writable again; %d records could not "
+                        "be spooled meanwhile", self._spool.path, lost)
+            self._unspooled_since = None
+
+    def _spool_failed(self, exc: OSError, n: int) -> None:
+        if self._unspooled_since is None:
+            self._unspooled_since = self._counts["unspooled"]
+            log.error("prediction log: the spool %s cannot be written (%s): %d records lost, "
+                      "and so is every record the database cannot take until the spool can "
+                      "be written (counted as modelport_predlog_records_total"
+                      "{outcome=\"unspooled\"}); records spooled before are kept and will be "
+                      "replayed; serving goes on", self._spool.path, exc.strerror or exc, n)
+        self._count("failed", n)
+        self._count("unspooled", n)
 
 
 def _check_options(sample_rate: float, queue_size: int, batch_size: int, interval: float) -> None:

@@ -8,6 +8,7 @@ the database just before a crash does not duplicate anything.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Callable, Iterator
@@ -220,12 +221,22 @@ class Spool:
         """Replayed records the database refused as invalid (see :meth:`Store.insert`)."""
 
     def append(self, records: list[Record]) -> None:
-        """Append records durably (written and fsync'd before returning)."""
+        """Append records durably (written and fsync'd before returning). When that fails
+        (a full disk, a size limit) the file is cut back to where it was, so no half-written
+        line is left for the replay, and the OSError is raised."""
         lines = [_dumps({"k": "p" if isinstance(r, PredictionRecord) else "f", **asdict(r)})
                  for r in records]  # fmt: skip
-        self._file.write(("\n".join(lines) + "\n").encode())
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        data = memoryview(("\n".join(lines) + "\n").encode())
+        fd = self._file.fileno()  # unbuffered writes: a failed one leaves nothing pending
+        size = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
 
     def pending(self) -> bool:
         """Whether this spool or an orphaned one holds records."""

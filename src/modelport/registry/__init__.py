@@ -3,7 +3,8 @@ artifacts in a content-addressed store verified on every fetch.
 
     reg = Registry.open("sqlite:///.modelport/registry.db", Path(".modelport/artifacts"))
     reg.push(Path("heart/"), "heart")                 # heart:1.0.0
-    reg.set_alias("heart", "production", "1.0.0", actor="ci", reason="first release")
+    reg.set_alias("heart", "production", "1.0.0", actor="ci", reason="first release",
+                  check=True)                         # refused if it fails golden rows
     reg.fetch("heart@production")                     # a verified package directory
 """
 

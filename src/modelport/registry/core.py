@@ -7,7 +7,7 @@ transient failure; every fetch verifies the sha256 of every artifact it hands ou
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +20,7 @@ from modelport.errors import Conflict, ModelNotFound
 from modelport.package import Package, open_package, pack
 from modelport.registry import catalog
 from modelport.registry.db import connect, migrate, transact
+from modelport.registry.gate import check_version
 from modelport.registry.records import AliasMove, ModelSummary, ModelVersion
 from modelport.registry.store import ArtifactStore, digest_of
 from modelport.registry.versions import (
@@ -67,15 +68,27 @@ class Registry:
 
     def push(self, package_dir_or_file: Path, name: str, version: str | None = None, *,
              actor: str | None = None) -> ModelVersion:
-        """Register a package directory (or a bare model file, packed first) as
-        ``name:version``; ``version`` defaults to the next patch above the highest."""
+        """Register a package directory (or a bare model file, packed first: with golden rows
+        made from its signature, refused when it fails them) as ``name:version``; ``version``
+        defaults to the next patch above the highest."""
         check_name(name)
         wanted = None if version is None else str(parse_version(version))
-        with _as_package(Path(package_dir_or_file), name) as pkg:
+        with _as_package(Path(package_dir_or_file), name,
+                         lambda: wanted or self._next_version(name)) as pkg:
             for rel, sha in pkg.manifest.files.items():
                 self.store.put(pkg.root / rel, sha)
             return transact(self.engine, lambda c: _insert(c, pkg, name, wanted, actor),
                             write=True)
+
+    def _next_version(self, name: str) -> str:
+        """The version a push without one would get now (the insert decides it again)."""
+        def work(conn: Connection) -> str:
+            try:
+                return next_patch(catalog.version_names(conn, catalog.find_model(conn, name)))
+            except ModelNotFound:
+                return next_patch([])
+
+        return transact(self.engine, work)
 
     def get(self, name: str, version: str) -> ModelVersion:
         """One exact version, or :class:`ModelNotFound`."""
@@ -151,10 +164,14 @@ class Registry:
     # aliases ----------------------------------------------------------------------------
 
     def set_alias(self, name: str, alias: str, version: str, *, actor: str | None = None,
-                  reason: str | None = None) -> AliasMove:
-        """Point ``alias`` at ``version`` atomically and record the move."""
+                  reason: str | None = None, check: bool = False) -> AliasMove:
+        """Point ``alias`` at ``version`` atomically and record the move. ``check`` first loads
+        the version from the store and refuses it (:class:`GoldenCheckFailed`; the alias stays)
+        when it fails its golden rows or raises on those of the alias's current target."""
         check_alias(alias)
         wanted = str(parse_version(version))
+        if check:
+            check_version(self, name, wanted, live=self.alias_target(name, alias))
 
         def work(conn: Connection) -> AliasMove:
             model_id = catalog.lock_model(conn, name, create=False)
@@ -165,19 +182,37 @@ class Registry:
         return transact(self.engine, work, write=True)
 
     def rollback(self, name: str, alias: str, *, actor: str | None = None,
-                 reason: str | None = None) -> AliasMove:
+                 reason: str | None = None, check: bool = False,
+                 expect: str | None = None) -> AliasMove:
         """Move ``alias`` back to the target it had before its current one (moves already
         rolled back are skipped, so repeated rollbacks walk further back; deleted versions
-        are skipped too). :class:`Conflict` when there is nothing to go back to."""
+        are skipped too). :class:`Conflict` when there is nothing to go back to, or when the
+        target is not ``expect`` (the alias moved meanwhile). ``check``: as for
+        :meth:`set_alias`, the target is checked first."""
         check_alias(alias)
+        if check:
+            expect = self.rollback_target(name, alias)
+            check_version(self, name, expect, live=self.alias_target(name, alias))
 
         def work(conn: Connection) -> AliasMove:
             model_id = catalog.lock_model(conn, name, create=False)
             target = _rollback_target(conn, model_id, name, alias)
+            if expect is not None and target != expect:
+                raise Conflict(f"{name}@{alias} moved meanwhile: a rollback now goes to "
+                               f"{target}, not {expect}; run it again")
             return _move(conn, model_id, AliasMove(name, alias, None, target, "rollback",
                                                    catalog.now(), actor, reason))
 
         return transact(self.engine, work, write=True)
+
+    def rollback_target(self, name: str, alias: str) -> str:
+        """The version :meth:`rollback` would move ``alias`` to now (nothing moves)."""
+        check_alias(alias)
+
+        def work(conn: Connection) -> str:
+            return _rollback_target(conn, catalog.find_model(conn, name), name, alias)
+
+        return transact(self.engine, work)
 
     def history(self, name: str, alias: str | None = None) -> list[AliasMove]:
         """Every recorded alias move of a model (or of one alias), oldest first."""
@@ -195,8 +230,9 @@ class Registry:
 
 
 @contextmanager
-def _as_package(source: Path, name: str) -> Iterator[Package]:
-    """The verified package at ``source``; a bare model file is packed into a temporary one."""
+def _as_package(source: Path, name: str, version: Callable[[], str]) -> Iterator[Package]:
+    """The verified package at ``source``; a bare model file is packed into a temporary one
+    (as ``version()``, the version it is about to get)."""
     if source.is_dir():
         yield open_package(source)
         return
@@ -204,7 +240,7 @@ def _as_package(source: Path, name: str) -> Iterator[Package]:
         raise ModelNotFound(f"'{source}' does not exist; give a package directory or a model "
                             "file")
     with tempfile.TemporaryDirectory(prefix="modelport-push-") as tmp:
-        yield pack(source, Path(tmp) / name, name=name)
+        yield pack(source, Path(tmp) / name, name=name, version=version())
 
 
 def _insert(conn: Connection, pkg: Package, name: str, version: str | None,

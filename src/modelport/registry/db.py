@@ -21,7 +21,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from modelport.errors import ConfigError
 from modelport.registry.schema import VERSION_TABLE
 
-__all__ = ["ATTEMPTS", "BUSY_TIMEOUT_S", "connect", "is_transient", "migrate", "transact"]
+__all__ = ["ATTEMPTS", "BUSY_TIMEOUT_S", "connect", "is_transient", "migrate", "transact",
+           "unreachable_reason"]
 
 T = TypeVar("T")
 ATTEMPTS = 10
@@ -29,6 +30,8 @@ BUSY_TIMEOUT_S = 30.0
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_MIGRATION_LOCK = 0x6D70_7267  # pg_advisory_xact_lock key: one migrator at a time
 _TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}
+_UNREACHABLE_SQLSTATES = {"57P01", "57P02", "57P03"}  # shut down, crashed, cannot connect now
+_UNREACHABLE_SQLITE = {"SQLITE_CANTOPEN", "SQLITE_IOERR"}
 
 
 def connect(url: str) -> Engine:
@@ -40,7 +43,10 @@ def connect(url: str) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             return _sqlite_engine(url, parsed.database)
-        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+        # a host that black-holes packets must not hang a poll (or a start-up) for minutes
+        timeout = {} if "connect_timeout" in parsed.query else {"connect_timeout": 5}
+        return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4,
+                             connect_args=timeout)
     except (exc.NoSuchModuleError, exc.ArgumentError, ImportError) as err:
         raise ConfigError(f"cannot use registry database '{_safe(url)}': {err}; use "
                           "sqlite:///path.db or postgresql+psycopg://user@host/db "
@@ -79,6 +85,32 @@ def is_transient(err: BaseException) -> bool:
         return True
     message = str(err.orig).lower()
     return "database is locked" in message or "database is busy" in message
+
+
+def unreachable_reason(err: BaseException) -> str | None:
+    """The database's own words when ``err`` (or an error that caused it) says the database
+    cannot be reached — refused, timed out, connection lost, shutting down — else None.
+
+    PostgreSQL refusing a login also counts (its driver tells the cases apart only in prose):
+    a server that already served a version keeps serving it and keeps saying why it cannot
+    follow, rather than stopping."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (exc.OperationalError, exc.InterfaceError)):
+            return _connection_failure(seen.orig)
+        seen = seen.__cause__
+    return None
+
+
+def _connection_failure(orig: BaseException | None) -> str | None:
+    words = (str(orig).strip().splitlines() or ["no answer"])[0]
+    sqlite_name = getattr(orig, "sqlite_errorname", None)
+    if sqlite_name is not None:
+        return words if sqlite_name in _UNREACHABLE_SQLITE else None
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is None or sqlstate.startswith("08") or sqlstate in _UNREACHABLE_SQLSTATES:
+        return words
+    return None
 
 
 def transact(engine: Engine, work: Callable[[Connection], T], *, write: bool = False) -> T:

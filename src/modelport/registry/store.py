@@ -5,35 +5,76 @@
     STORE/
       objects/ab/abcdef…        one file per distinct content (read-only once written)
       packages/heart/1.2.0/     a package directory materialised from objects (a checkout)
+      resolved/heart@production.json   what that reference last resolved to (see below)
 
-Writes go to a temporary file in the same directory and are moved into place with
-``os.replace``, so a reader never sees half an object and concurrent writers of the same
-content are harmless. Objects are shared by content, so deleting a version leaves them in place.
+Writes go to a temporary file in the same directory, are fsync'd and moved into place with
+``os.replace``, so a reader never sees half an object (not even after a crash or a SIGKILL) and
+concurrent writers of the same content are harmless. A writer holds a lock on its temporary
+file; one left behind by a killed writer (nobody holds its lock) is removed by the next write
+into that directory. Objects are shared by content, so deleting a version leaves them in place.
+
+Each time a server resolves a registry reference (``heart@production``) it records the answer
+under ``resolved/`` (:meth:`ArtifactStore.remember`): the version and its manifest, whose sha256s
+name the objects. While the catalog's database is unreachable, a server starting up serves that
+last good answer (:meth:`ArtifactStore.recall`), every object verified as on any fetch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from modelport.errors import IntegrityError, ModelLoadError
-from modelport.package import MANIFEST, file_sha256, open_package
+import yaml
 
-__all__ = ["ArtifactStore", "digest_of"]
+from modelport.errors import IntegrityError, ModelLoadError
+from modelport.package import MANIFEST, Manifest, file_sha256, open_package
+
+__all__ = ["ArtifactStore", "Resolution", "digest_of"]
 
 _CHUNK = 1 << 20
+_TEMP = ".tmp-"
+"""Prefix of a temporary file being written (its writer holds a lock on it)."""
+_NEW = ".new-"
+"""Prefix of a temporary file in the instant before its writer locked it."""
+_STALE_NEW_S = 3600.0
 
 
 def digest_of(files: Mapping[str, str]) -> str:
     """One sha256 for a whole package: over its sorted ``path sha256`` lines."""
     lines = "".join(f"{path} {sha}\n" for path, sha in sorted(files.items()))
     return hashlib.sha256(lines.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a registry reference resolved to the last time the catalog answered."""
+
+    ref: str
+    """The reference as served: ``heart@production`` or ``heart:1.2.0``."""
+    name: str
+    version: str
+    digest: str
+    """:func:`digest_of` the package's files."""
+    manifest: str
+    """``modelport.yaml`` as registered: its sha256s name every object of the package."""
+    recorded_at: float
+    """Unix time of the resolution."""
+
+    @property
+    def files(self) -> dict[str, str]:
+        """Package file name -> sha256, from the manifest."""
+        return dict(Manifest.model_validate(yaml.safe_load(self.manifest)).files)
 
 
 class ArtifactStore:
@@ -50,22 +91,21 @@ class ArtifactStore:
         """Copy ``source`` into the store; its sha256 must be ``expected`` (else
         :class:`IntegrityError`). A valid object already there is kept as is."""
         target = self.object_path(expected)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_temporaries(target.parent)
         if target.is_file() and file_sha256(target) == expected:
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                actual = _copy_hashing(source, out)
+        with _locked_temporary(target.parent) as (out, tmp):
+            actual = _copy_hashing(source, out)
             if actual != expected:
                 raise IntegrityError(f"'{source}' has sha256 {actual[:12]}…, its manifest "
                                      f"records {expected[:12]}…; the package was changed "
                                      "after packing — refusing to register it")
+            out.flush()
+            os.fsync(out.fileno())
             tmp.chmod(0o444)
             os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
         return target
 
     def verify(self, sha256: str, *, what: str) -> Path:
@@ -108,6 +148,109 @@ class ArtifactStore:
     def remove_checkout(self, name: str, version: str) -> None:
         """Drop a materialised package directory (objects stay: they are shared by content)."""
         shutil.rmtree(self.root / "packages" / name / version, ignore_errors=True)
+
+    def remember(self, ref: str, name: str, version: str) -> Resolution:
+        """Record that ``ref`` resolved to ``name`` ``version``, whose checkout was just made
+        (and verified) by :meth:`checkout`; the record replaces the previous one atomically."""
+        manifest = (self.root / "packages" / name / version / MANIFEST).read_text(
+            encoding="utf-8")
+        files = Manifest.model_validate(yaml.safe_load(manifest)).files
+        record = Resolution(ref, name, version, digest_of(files), manifest, time.time())
+        path = self._resolution_path(ref)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_temporaries(path.parent)
+        with _locked_temporary(path.parent) as (out, tmp):
+            out.write(json.dumps(asdict(record), indent=1).encode())
+            out.flush()
+            os.fsync(out.fileno())
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return record
+
+    def recall(self, ref: str) -> Resolution | None:
+        """The last recorded resolution of ``ref`` (None when there is none); check out its
+        package with :meth:`checkout`, which verifies every object."""
+        path = self._resolution_path(ref)
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            record = Resolution(**doc)
+            files = record.files
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, yaml.YAMLError) as exc:
+            raise IntegrityError(f"the record of what {ref} last resolved to ({path}) is "
+                                 f"unreadable ({exc}); delete it and start once while the "
+                                 "registry database is reachable") from exc
+        if record.ref != ref or digest_of(files) != record.digest:
+            raise IntegrityError(f"the record of what {ref} last resolved to ({path}) does not "
+                                 "match its own manifest; the store was altered — delete it "
+                                 "and start once while the registry database is reachable")
+        return record
+
+    def _resolution_path(self, ref: str) -> Path:
+        return self.root / "resolved" / f"{urllib.parse.quote(ref, safe='@:+')}.json"
+
+
+def _sweep_temporaries(directory: Path) -> int:
+    """Remove temporary files that writers killed mid-write left in ``directory`` (nobody
+    holds their lock); files being written now are left alone. Returns how many went."""
+    now = time.time()
+    return sum(_unlink(path) for path in directory.iterdir() if _left_behind(path, now))
+
+
+def _left_behind(path: Path, now: float) -> bool:
+    if path.name.startswith(_TEMP):
+        return _abandoned(path)
+    return path.name.startswith(_NEW) and _age(path, now) > _STALE_NEW_S
+
+
+def _abandoned(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # locked by its (live) writer, gone meanwhile, or not ours to read
+        return False
+    return True
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _unlink(path: Path) -> int:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    return 1
+
+
+@contextlib.contextmanager
+def _locked_temporary(directory: Path) -> Iterator[tuple[BinaryIO, Path]]:
+    """A new temporary file in ``directory``, locked before it gets its visible
+    ``.tmp-`` name (so a sweeper never sees it unlocked); removed unless moved away."""
+    fd, new_name = tempfile.mkstemp(prefix=_NEW, dir=directory)
+    tmp = directory / (_TEMP + Path(new_name).name[len(_NEW):])
+    with os.fdopen(fd, "wb") as out:
+        try:
+            fcntl.flock(out, fcntl.LOCK_EX)
+            os.replace(new_name, tmp)
+            yield out, tmp
+        finally:
+            Path(new_name).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _plain(rel: str) -> str:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from modelport.errors import InvalidInput
 
 __all__ = [
+    "ALIAS_PATTERN",
+    "NAME_PATTERN",
+    "VERSION_PATTERN",
     "Ref",
     "SemVer",
     "check_alias",
@@ -22,13 +25,21 @@ __all__ = [
     "parse_version",
 ]
 
-_SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*))*))?"
+VERSION_PATTERN = (
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-((?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+    r"(?:\.(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*))?"
     r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
 )
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+"""A semantic version, as a regular expression that means the same in Python and in JSON Schema
+(ASCII digits only; matched whole)."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""A model name."""
+ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9._-]{0,63}$"
+"""An alias name."""
+_SEMVER = re.compile(VERSION_PATTERN)
+_NAME = re.compile(NAME_PATTERN)
+_ALIAS = re.compile(ALIAS_PATTERN)
 
 
 @dataclass(frozen=True, order=False)
@@ -56,7 +67,7 @@ class SemVer:
 
 def parse_version(text: str) -> SemVer:
     """Parse ``MAJOR.MINOR.PATCH[-pre][+build]``; anything else is :class:`InvalidInput`."""
-    match = _SEMVER.match(text.strip())
+    match = _SEMVER.fullmatch(text.strip())
     if match is None:
         raise InvalidInput(f"'{text}' is not a semantic version; use MAJOR.MINOR.PATCH, "
                            "e.g. 1.2.0", field="version")
@@ -87,7 +98,7 @@ def latest(existing: list[str]) -> str | None:
 
 def check_name(name: str) -> str:
     """A model name: letters, digits, ``.``, ``_``, ``-``; starts with a letter or digit."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidInput(f"'{name}' is not a valid model name; use letters, digits, '.', '_' "
                            "and '-' (at most 100, starting with a letter or digit)", field="name")
     return name
@@ -95,7 +106,7 @@ def check_name(name: str) -> str:
 
 def check_alias(alias: str) -> str:
     """An alias name such as ``production``: starts with a letter."""
-    if not _ALIAS.match(alias):
+    if not _ALIAS.fullmatch(alias):
         raise InvalidInput(f"'{alias}' is not a valid alias; use a letter followed by letters, "
                            "digits, '.', '_' or '-' (at most 64)", field="alias")
     return alias

@@ -2,7 +2,12 @@
 
 The signature comes from the graph: one 2-D numeric input ``[N, n]`` is an ``array`` model with
 features ``f0..f{n-1}``; several inputs (skl2onnx's one-input-per-column style) are named
-features typed by their tensors. Class labels are read from the classifier nodes
+features typed by their tensors.
+
+Execution providers follow the placement (``--device``/``--providers``): ``auto`` takes TensorRT
+or CUDA when this onnxruntime has them and a GPU is visible, else OpenVINO when installed, else
+the CPU, and logs what it chose; ``cuda`` or an explicit provider list that onnxruntime cannot
+start is an error at load. Class labels are read from the classifier nodes
 (``classlabels_int64s`` / ``classlabels_strings``). A ZipMap (probabilities as a list of dicts)
 is cut off the graph at load time so that probabilities come back as one float tensor.
 
@@ -13,6 +18,7 @@ features are mapped onto the graph inputs and its classes are used. ``predict`` 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,12 +26,13 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from modelport.errors import ModelLoadError
+from modelport.errors import ConfigError, ModelLoadError
 from modelport.runtimes import require
+from modelport.runtimes.devices import CPU, Placement, cuda_device_count
 from modelport.signature import Feature, FeatureType, Signature
 from modelport.types import Columns, Outputs
 
-__all__ = ["Feed", "OnnxRuntime", "infer_signature", "load"]
+__all__ = ["Feed", "OnnxRuntime", "infer_signature", "load", "select_providers", "strip_zipmap"]
 
 _NUMPY: dict[str, Any] = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
@@ -38,6 +45,12 @@ _FEATURE: dict[str, FeatureType] = {
     "tensor(bool)": "bool",
 }
 _CLASSIFIERS = ("ZipMap", "TreeEnsembleClassifier", "LinearClassifier", "SVMClassifier")
+_GPU = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+_OPENVINO = "OpenVINOExecutionProvider"
+_CPU = "CPUExecutionProvider"
+_DEVICE = {"TensorrtExecutionProvider": "cuda", "CUDAExecutionProvider": "cuda",
+           _OPENVINO: "openvino"}
+_log = logging.getLogger("modelport")
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,9 @@ class OnnxRuntime:
     output_names: tuple[str, ...]
     mode: Literal["classifier", "proba_only", "single"]
     flavor: str = "onnx"
+    device: str = "cpu"
+    """``cpu``, ``cuda`` (CUDA or TensorRT provider) or ``openvino``: the session's first
+    provider."""
 
     def predict(self, batch: Columns) -> Outputs:
         """One ``session.run`` for the whole batch."""
@@ -82,23 +98,80 @@ class OnnxRuntime:
         return Outputs(out.ravel() if out.ndim == 2 and out.shape[1] == 1 else out)
 
 
-def load(path: Path, *, signature: Signature | None = None) -> OnnxRuntime:
-    """Open ``path`` in an onnxruntime session tuned for serving and map the signature."""
+def load(path: Path, *, signature: Signature | None = None,
+         placement: Placement = CPU) -> OnnxRuntime:
+    """Open ``path`` in an onnxruntime session tuned for serving, on the execution providers
+    ``placement`` allows, and map the signature."""
     onnx = require("onnx", "onnx")
     ort = require("onnxruntime", "onnx")
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # onnx raises DecodeError and friends: any is a bad file
         raise ModelLoadError(f"'{path.name}' is not a readable ONNX model: {exc}") from exc
-    _strip_zipmap(model)
-    try:
-        session = ort.InferenceSession(model.SerializeToString(), _session_options(ort),
-                                       providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ModelLoadError(f"onnxruntime cannot run '{path.name}': {exc}") from exc
+    strip_zipmap(model)
+    providers = select_providers(ort, placement, path.name)
+    session = _session(ort, model.SerializeToString(), providers, path.name,
+                       fallback=placement.device == "auto" and not placement.providers)
+    device = _check_started(session, placement, providers, path.name)
     sig = signature or infer_signature(session, _class_labels(model))
     outputs, mode = _outputs(session, sig)
-    return OnnxRuntime(session, sig, _feeds(session, sig), outputs, mode)
+    return OnnxRuntime(session, sig, _feeds(session, sig), outputs, mode, device=device)
+
+
+def select_providers(ort: Any, placement: Placement, name: str) -> list[str]:
+    """The providers to ask for: the explicit list (each must be installed), or what the
+    device allows of what is installed."""
+    available = list(ort.get_available_providers())
+    if placement.providers:
+        missing = [p for p in placement.providers if p not in available]
+        if missing:
+            raise ConfigError(f"--providers: {missing[0]} is not installed in this onnxruntime "
+                              f"(it has {', '.join(available)}); install the onnxruntime build "
+                              "that has it (onnxruntime-gpu: CUDA, TensorRT; "
+                              "onnxruntime-openvino: OpenVINO) or leave it out")
+        return list(placement.providers)
+    gpu = [p for p in _GPU if p in available]
+    if placement.device == "cuda":
+        if not gpu or not cuda_device_count():
+            why = ("no CUDA device is visible" if gpu else
+                   f"this onnxruntime has no CUDA or TensorRT provider (it has "
+                   f"{', '.join(available)}; install onnxruntime-gpu)")
+            raise ConfigError(f"--device cuda: '{name}' (onnx) cannot run on a GPU here: "
+                              f"{why}; use --device auto (falls back to the CPU) or --device cpu")
+        return [*gpu, _CPU]
+    if placement.device == "cpu":
+        return [_CPU]
+    accelerated = (gpu if cuda_device_count() else []) + [p for p in (_OPENVINO,)
+                                                          if p in available]
+    return [*accelerated, _CPU]
+
+
+def _session(ort: Any, model: bytes, providers: list[str], name: str, *,
+             fallback: bool) -> Any:
+    try:
+        return ort.InferenceSession(model, _session_options(ort), providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        if fallback and providers != [_CPU]:
+            _log.warning("'%s': onnxruntime could not start %s (%s); running on the CPU",
+                         name, providers[0], str(exc).splitlines()[0])
+            return _session(ort, model, [_CPU], name, fallback=False)
+        raise ModelLoadError(f"onnxruntime cannot run '{name}': {exc}") from exc
+
+
+def _check_started(session: Any, placement: Placement, asked: list[str], name: str) -> str:
+    """The device the session runs on; an explicit request onnxruntime fell back from is an
+    error, an ``auto`` choice is logged."""
+    started = list(session.get_providers())
+    device = _DEVICE.get(started[0], "cpu")
+    wanted = placement.providers[0] if placement.providers else (
+        asked[0] if placement.device == "cuda" else None)
+    if wanted is not None and wanted not in started:
+        raise ConfigError(f"'{name}': onnxruntime could not start {wanted} (it started "
+                          f"{', '.join(started)}); check the GPU drivers, or use --device auto")
+    if placement.device == "auto" and not placement.providers:
+        _log.info("'%s' (onnx) runs on %s (--device auto; providers %s)", name, device,
+                  ", ".join(started), extra={"fields": {"device": device}})
+    return device
 
 
 def infer_signature(session: Any, classes: tuple[Any, ...] | None = None) -> Signature:
@@ -182,7 +255,7 @@ def _class_labels(model: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def _strip_zipmap(model: Any) -> None:
+def strip_zipmap(model: Any) -> None:
     """Make a ZipMap's input tensor the graph output in its place (probabilities as one array
     instead of a list of dicts: no per-row Python objects)."""
     graph = model.graph

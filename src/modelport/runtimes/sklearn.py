@@ -2,9 +2,15 @@
 
 The signature comes from the fitted estimator: ``feature_names_in_``, ``n_features_in_``, the
 columns a ``ColumnTransformer`` routes to its encoders, ``OneHotEncoder.categories_`` and
-``classes_``. Prediction runs with scikit-learn's repeated-validation checks switched off (the
-signature already validated the batch) and calls the model once: labels come from the
-probabilities' argmax when the model has ``predict_proba``.
+``classes_``. Prediction runs under scikit-learn's default configuration, with every check it
+makes in process (no global switch: a step that turns a row into NaN raises, as it does in
+process).
+
+A classifier is called once, ``predict_proba``, when its final estimator is known to predict
+the most probable class: labels are the probabilities' argmax, except that a row whose top
+probability is a tie gets the model's own ``predict`` (at ``[0.5, 0.5]`` a LogisticRegression
+predicts the second class when its decision is above zero, the argmax the first). Other
+classifiers are asked ``predict`` too.
 
 A model fitted on a DataFrame of plain numbers, made only of scikit-learn's own estimators that
 do not pick columns by name, is given the batch as a 2-D array (features in its fitted order)
@@ -21,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from modelport.runtimes import require
 from modelport.signature import Feature, FeatureType, Signature
@@ -28,8 +35,17 @@ from modelport.types import Columns, Outputs
 
 __all__ = ["SklearnRuntime", "infer_signature", "load"]
 
-# estimators whose predict() is not the argmax of predict_proba (Platt scaling)
-_PREDICT_DIFFERS = {"SVC", "NuSVC"}
+_ARGMAX_LABELS = frozenset({
+    "LogisticRegression", "LogisticRegressionCV", "DecisionTreeClassifier", "ExtraTreeClassifier",
+    "RandomForestClassifier", "ExtraTreesClassifier", "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier", "BaggingClassifier", "CalibratedClassifierCV",
+    "GaussianNB", "MultinomialNB", "BernoulliNB", "ComplementNB", "CategoricalNB",
+    "LinearDiscriminantAnalysis", "QuadraticDiscriminantAnalysis", "MLPClassifier",
+    "KNeighborsClassifier", "XGBClassifier", "LGBMClassifier"})
+"""Final estimators whose ``predict`` is the class of the largest ``predict_proba`` whenever
+that largest probability is unique (they predict from the same scores, and the probabilities
+are a monotone function of them). Others (SVC's Platt scaling, tuned thresholds, search
+wrappers, custom estimators) are asked ``predict`` as well."""
 _BY_NAME = {"ColumnTransformer", "FunctionTransformer"}
 """Steps that may select or compute by column name: their model keeps its DataFrame."""
 _NAN_TOLERANT = ("HistGradientBoosting", "SimpleImputer", "KNNImputer", "IterativeImputer",
@@ -47,18 +63,19 @@ class SklearnRuntime:
     """Whether the model (fitted on a DataFrame) is given a 2-D array (see the module doc)."""
 
     def predict(self, batch: Columns) -> Outputs:
-        """One model call for the whole batch."""
-        import sklearn
-
+        """One model call for the whole batch, with every check scikit-learn makes in process
+        (a step that meets NaN raises here as it would there)."""
         x = to_model_input(self.signature, batch, as_array=self.takes_array)
-        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            if not self.signature.has_proba:
-                return Outputs(np.asarray(self.model.predict(x)))
-            proba = np.asarray(self.model.predict_proba(x))
-            if _final_name(self.model) in _PREDICT_DIFFERS:
-                labels = np.asarray(self.model.predict(x))
-            else:
-                labels = np.asarray(self.model.classes_)[proba.argmax(axis=1)]
+        if not self.signature.has_proba:
+            return Outputs(np.asarray(self.model.predict(x)))
+        proba = np.asarray(self.model.predict_proba(x))
+        if _final_name(self.model) not in _ARGMAX_LABELS:
+            return Outputs(np.asarray(self.model.predict(x)), proba,
+                           list(self.signature.classes or ()))
+        labels = np.asarray(self.model.classes_)[proba.argmax(axis=1)]
+        tied = _tied_rows(proba)
+        if tied.size:  # a tie's label is the model's own call (e.g. LogisticRegression: > 0)
+            labels[tied] = self.model.predict(x.iloc[tied] if hasattr(x, "iloc") else x[tied])
         return Outputs(labels, proba, list(self.signature.classes or ()))
 
 
@@ -187,6 +204,14 @@ def _walk(model: Any) -> list[Any]:
 
 def _tolerates_nan(model: Any) -> bool:
     return any(type(s).__name__.startswith(_NAN_TOLERANT) for s in _walk(model))
+
+
+def _tied_rows(proba: npt.NDArray[Any]) -> npt.NDArray[np.intp]:
+    """Rows whose largest probability is shared by two classes or more."""
+    if proba.ndim == 2 and proba.shape[1] == 2:
+        return np.flatnonzero(proba[:, 0] == proba[:, 1])
+    top = proba.max(axis=1, keepdims=True)
+    return np.flatnonzero(np.count_nonzero(proba == top, axis=1) > 1)
 
 
 def _final_name(model: Any) -> str:

@@ -7,6 +7,10 @@ a regression. Features and their types come from the booster (``feature_names``,
 ``feature_types``; ``f0..`` when it was trained on a bare matrix); XGBoost handles missing
 values natively, so every feature is nullable. Prediction is one ``inplace_predict`` on a
 float32 matrix, or on a DataFrame when the model has categorical features.
+
+The booster's ``device`` follows the placement: ``cuda`` when XGBoost was built with CUDA and a
+GPU is visible (``auto`` falls back to the CPU and logs it; an explicit ``cuda`` that cannot be
+met is an error at load).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from modelport.errors import ModelLoadError
+from modelport.errors import ConfigError, ModelLoadError
 from modelport.runtimes import require
+from modelport.runtimes.devices import CPU, Placement, choose, cuda_device_count
 from modelport.signature import Feature, FeatureType, Signature
 from modelport.types import Columns, Outputs
 
@@ -43,13 +48,14 @@ class XGBoostRuntime:
     kind: Kind
     categorical: tuple[str, ...] = ()
     flavor: str = "xgboost"
+    device: str = "cpu"
 
     def predict(self, batch: Columns) -> Outputs:
         """One ``inplace_predict`` for the whole batch."""
         x = self._input(batch)
         margin = self.kind.endswith("_margin")
         raw = np.asarray(self.booster.inplace_predict(
-            x, predict_type="margin" if margin else "value", validate_features=False))
+            x, predict_type="margin" if margin else "value"))
         if self.kind == "regression":
             return Outputs(raw)
         if self.kind == "labels":
@@ -73,8 +79,10 @@ class XGBoostRuntime:
         return pd.DataFrame(frame, copy=False)
 
 
-def load(path: Path, *, signature: Signature | None = None) -> XGBoostRuntime:
-    """Load a booster saved with ``save_model`` and read its objective and features."""
+def load(path: Path, *, signature: Signature | None = None,
+         placement: Placement = CPU) -> XGBoostRuntime:
+    """Load a booster saved with ``save_model``, on the device ``placement`` allows, and read
+    its objective and features."""
     xgb = require("xgboost", "xgboost")
     booster = xgb.Booster()
     try:
@@ -83,10 +91,24 @@ def load(path: Path, *, signature: Signature | None = None) -> XGBoostRuntime:
         raise ModelLoadError(f"'{path.name}' is not an XGBoost model saved with save_model: "
                              f"{str(exc).splitlines()[0]}") from exc
     booster.set_param({"nthread": 1})  # one call per thread: serving runs many at once
+    device = _device(xgb, placement, path.name)
+    if device != "cpu":
+        booster.set_param({"device": device})
     sig = signature or infer_signature(booster)
     types = booster.feature_types or ()
     categorical = tuple(n for n, t in zip(sig.names, types, strict=False) if t == "c")
-    return XGBoostRuntime(booster, sig, objective_kind(booster), categorical)
+    return XGBoostRuntime(booster, sig, objective_kind(booster), categorical, device=device)
+
+
+def _device(xgb: Any, placement: Placement, name: str) -> str:
+    if placement.providers:
+        raise ConfigError("--providers lists ONNX Runtime execution providers; an XGBoost "
+                          "model takes --device")
+    built = bool(xgb.build_info().get("USE_CUDA"))
+    missing = ("no CUDA device is visible" if built else
+               "this XGBoost was built without CUDA")
+    return choose(placement, what=f"'{name}' (xgboost)", usable=built and cuda_device_count() > 0,
+                  missing=missing)
 
 
 def objective_kind(booster: Any) -> Kind:

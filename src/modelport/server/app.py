@@ -71,7 +71,8 @@ def create_app(
                   description="Predictions over the native, V2 (Open Inference Protocol) and "
                               "V1 (KServe) protocols.")
     app.state.modelport = state
-    app.fast_routes = [*native.FAST_ROUTES, *v2.FAST_ROUTES, *v1.FAST_ROUTES]
+    app.state.followers = state.followers  # the same dict: read access for callers
+    app.fast_routes = [*native.table.routes, *v2.table.routes, *v1.table.routes]
     for router in (native.router, probes.router, v2.router, v1.router):
         app.include_router(router)
     install_error_handlers(app)

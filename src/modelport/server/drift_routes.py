@@ -20,10 +20,12 @@ from fastapi import APIRouter
 
 from modelport.errors import ModelNotFound
 from modelport.monitoring.drift import DriftMonitor
+from modelport.server.schemas import answers
 
 __all__ = ["drift_router"]
 
 Monitors = Callable[[], Mapping[str, DriftMonitor]]
+_ONE = answers(None, 404)
 
 
 def drift_router(get_monitors: Monitors) -> APIRouter:
@@ -43,15 +45,16 @@ def drift_router(get_monitors: Monitors) -> APIRouter:
     def all_models() -> dict[str, Any]:
         return {"models": {name: m.status().to_dict() for name, m in get_monitors().items()}}
 
-    @router.get("/{model}", summary="Drift status of one model")
+    @router.get("/{model}", summary="Drift status of one model", responses=_ONE)
     def one_model(model: str) -> dict[str, Any]:
         return monitor(model).status().to_dict()
 
-    @router.get("/{model}/counts", summary="Raw window counts (exact to merge across servers)")
+    @router.get("/{model}/counts", summary="Raw window counts (exact to merge across servers)",
+                responses=_ONE)
     def counts(model: str) -> dict[str, Any]:
         return monitor(model).snapshot().to_dict()
 
-    @router.get("/{model}/reference", summary="The model's reference profile")
+    @router.get("/{model}/reference", summary="The model's reference profile", responses=_ONE)
     def reference(model: str) -> dict[str, Any]:
         return monitor(model).profile.to_dict()
 

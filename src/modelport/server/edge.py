@@ -7,6 +7,11 @@ key, and with no admin key configured those routes are off (403): reaching the p
 enough to load, unload or reroute a model. An admin key also works wherever a prediction key
 does. Keys are compared in constant time against every configured key and never logged.
 
+The edge makes each request's :class:`~modelport.server.dataplane.RequestContext` (its id and
+headers); the route fills it (model, version, traffic arm) and the edge reads it back for the
+``x-model-*`` answer headers and the access log. Handlers reach it with
+:func:`request_context`; nothing else about a request travels in the ASGI scope.
+
 Pure ASGI (not ``BaseHTTPMiddleware``) because it runs on every request: no extra task, no
 response buffering.
 """
@@ -22,11 +27,15 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.errors import PayloadTooLarge
+from modelport.server.dataplane import RequestContext
 
-__all__ = ["ADMIN_PREFIXES", "OPEN_PATHS", "EdgeMiddleware", "is_admin_path"]
+__all__ = ["ADMIN_PREFIXES", "OPEN_PATHS", "EdgeMiddleware", "context_of", "is_admin_path",
+           "request_context"]
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
 ADMIN_PREFIXES = ("/admin", "/v2/repository")
@@ -36,6 +45,23 @@ _ADMIN_OFF = ("admin routes are off: start the server with an admin key "
               "Authorization: Bearer KEY")
 _KEY_HEADERS = [(b"www-authenticate", b"Bearer")]
 _access = logging.getLogger("modelport.access")
+_CONTEXT = "modelport.context"
+"""The one scope key modelport sets: the request's :class:`RequestContext`."""
+
+
+def context_of(scope: Scope) -> RequestContext | None:
+    """The request's context, as the edge made it (None: no edge saw the request)."""
+    ctx: RequestContext | None = scope.get(_CONTEXT)
+    return ctx
+
+
+def request_context(request: Request) -> RequestContext:
+    """The context of ``request``; made here when no edge made one (an app without it)."""
+    ctx: RequestContext | None = request.scope.get(_CONTEXT)
+    if ctx is None:
+        ctx = request.scope[_CONTEXT] = RequestContext(uuid.uuid4().hex, "",
+                                                       Headers(scope=request.scope))
+    return ctx
 
 
 class EdgeMiddleware:
@@ -63,8 +89,7 @@ class EdgeMiddleware:
         headers = dict(scope["headers"])
         given = headers.get(b"x-request-id")
         rid = (given.decode("latin-1")[:128] if given else "") or self._new_id()
-        state = scope.setdefault("state", {})
-        state["request_id"] = rid
+        ctx = scope[_CONTEXT] = RequestContext(rid, "", Headers(raw=scope["headers"]))
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -72,11 +97,10 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 added = [(b"x-request-id", rid.encode("latin-1"))]
-                model = state.get("model")
-                if model is not None:
+                model, version, arm = ctx.model, ctx.version, ctx.arm
+                if model is not None and version is not None:
                     added += [(b"x-model-name", model.encode()),
-                              (b"x-model-version", state["version"].encode())]
-                    arm = state.get("arm")
+                              (b"x-model-version", version.encode())]
                     if arm is not None:
                         added.append((b"x-model-arm", arm.encode()))
                 message["headers"] = [*message.get("headers", ()), *added]
@@ -91,7 +115,7 @@ class EdgeMiddleware:
             limited = receive if b"content-length" in headers else self._limited(receive)
             await self.app(scope, limited, send_with_id)
         finally:
-            _log_access(scope, state, rid, status, time.perf_counter() - started)
+            _log_access(scope, ctx, status, time.perf_counter() - started)
 
     def _new_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):016x}"
@@ -160,15 +184,14 @@ async def _send_json(send: Send, status: int, message: str, headers: list[Any]) 
     await send({"type": "http.response.body", "body": body})
 
 
-def _log_access(scope: Scope, state: dict[str, Any], rid: str, status: int,
-                seconds: float) -> None:
+def _log_access(scope: Scope, ctx: RequestContext, status: int, seconds: float) -> None:
     if not _access.isEnabledFor(logging.INFO):
         return
     # makeRecord + handle is what Logger.info does, minus the stack walk that finds the
     # caller's file and line (a good share of the cost, and unused by the JSON formatter)
     record = _access.makeRecord(_access.name, logging.INFO, "", 0, "request", (), None,
                                 extra={"fields": {
-        "request_id": rid, "method": scope["method"], "path": scope["path"], "status": status,
-        "latency_ms": round(seconds * 1000, 3), "model": state.get("model"),
-        "version": state.get("version")}})
+        "request_id": ctx.request_id, "method": scope["method"], "path": scope["path"],
+        "status": status, "latency_ms": round(seconds * 1000, 3), "model": ctx.model,
+        "version": ctx.version}})
     _access.handle(record)

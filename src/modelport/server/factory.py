@@ -4,20 +4,26 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 from fastapi import FastAPI
 
-from modelport.cache import LookupHook, LRUCache, RedisCache
+from modelport.cache import FallbackHook, LookupHook, LRUCache, RedisCache
 from modelport.config import Settings
-from modelport.errors import ConfigError
+from modelport.errors import ConfigError, ModelportError
 from modelport.package import LoadedModel, load_model
-from modelport.registry import Registry
+from modelport.registry import Registry, parse_ref
+from modelport.registry.db import connect, unreachable_reason
+from modelport.registry.store import ArtifactStore
+from modelport.runtimes.devices import placement_of
 from modelport.server.admin import admin_extension
 from modelport.server.app import AppHook, create_app
+from modelport.server.logs import configure_logging
 from modelport.server.monitoring import build_monitoring
-from modelport.server.rollout import follow_extension, load_ref
+from modelport.server.rollout import FollowEvent, follow_extension, load_ref
 from modelport.server.state import AppState
 
 __all__ = ["app_from_env", "build_app", "load_targets"]
@@ -38,9 +44,16 @@ class _Catalog:
         self.registry: Registry | None = None
 
     def get(self) -> Registry:
+        """The registry; while its database is unreachable, one that reaches it once it is
+        back (the schema is brought up to date only by a start that reached it)."""
         if self.registry is None:
-            self.registry = Registry.open(self._settings.registry_db,
-                                          self._settings.registry_store)
+            db, store = self._settings.registry_db, self._settings.registry_store
+            try:
+                self.registry = Registry.open(db, store)
+            except ModelportError as exc:
+                if unreachable_reason(exc) is None:
+                    raise
+                self.registry = Registry(connect(db), ArtifactStore(store))
         return self.registry
 
 
@@ -55,8 +68,7 @@ def _resolve(settings: Settings, catalog: _Catalog) -> list[tuple[LoadedModel, s
         if path.suffix in (".yaml", ".yml") and path.is_file():
             loaded += [(m, None) for m in _from_config(path, settings)]
         elif not path.exists() and _is_registry_ref(target):
-            model = load_ref(catalog.get(), target, runtime=settings.runtime)
-            loaded.append((model, _alias(target)))
+            loaded.append((_load_ref(catalog.get(), target, settings), _alias(target)))
         else:
             loaded.append((_load_one(target, settings, None), None))
     names = [m.name for m, _ in loaded]
@@ -65,6 +77,57 @@ def _resolve(settings: Settings, catalog: _Catalog) -> list[tuple[LoadedModel, s
         raise ConfigError(f"two models are named '{sorted(dupes)[0]}'; name them in a config "
                           "file (models: [{name: ..., path: ...}])")
     return loaded
+
+
+def _load_ref(registry: Registry, ref: str, settings: Settings) -> LoadedModel:
+    """Load what ``ref`` resolves to and record the answer in the store; while the registry
+    database is unreachable, load what it resolved to last time instead."""
+    try:
+        record = registry.resolve(ref)
+        model = load_ref(registry, record.ref, runtime=settings.runtime,
+                         placement=placement_of(settings))
+    except Exception as exc:
+        reason = unreachable_reason(exc)
+        if reason is None:
+            raise
+        return _load_recorded(registry.store, ref, settings, reason)
+    _remember(registry.store, ref, record.name, record.version)
+    return model
+
+
+def _load_recorded(store: ArtifactStore, ref: str, settings: Settings,
+                   reason: str) -> LoadedModel:
+    recorded = store.recall(ref)
+    if recorded is None:
+        raise ConfigError(f"cannot serve {ref}: the registry database is unreachable "
+                          f"({reason}) and the store {store.root} has no record of what {ref} "
+                          "resolved to (one is written each time it resolves); start once "
+                          "while the database is reachable, or serve a package directory")
+    path = store.checkout(recorded.name, recorded.version, recorded.files, recorded.manifest)
+    _log.warning("registry database unreachable (%s): serving %s as %s:%s, what it resolved to "
+                 "at %s; following resumes when the database is back", reason, ref,
+                 recorded.name, recorded.version,
+                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(recorded.recorded_at)))
+    return load_model(path, runtime=settings.runtime, name=parse_ref(ref).name,
+                      placement=placement_of(settings))
+
+
+def _remember(store: ArtifactStore, ref: str, name: str, version: str) -> None:
+    """Record a resolution; failing to is worth a warning, never a stop."""
+    try:
+        store.remember(ref, name, version)
+    except (OSError, ModelportError, ValueError) as exc:
+        _log.warning("could not record that %s resolved to %s:%s in the store (%s); a start "
+                     "while the registry database is unreachable will not find it", ref, name,
+                     version, exc)
+
+
+def _remember_switches(store: ArtifactStore) -> Callable[[FollowEvent], None]:
+    """A follower's ``on_event``: every switch is recorded as ``name@alias``'s resolution."""
+    def on_event(event: FollowEvent) -> None:
+        if event.outcome == "switched":
+            _remember(store, f"{event.name}@{event.alias}", event.name, event.to_version)
+    return on_event
 
 
 def _is_registry_ref(target: str) -> bool:
@@ -76,7 +139,8 @@ def _alias(target: str) -> str | None:
 
 
 def _load_one(target: str, settings: Settings, name: str | None) -> LoadedModel:
-    return load_model(Path(target), runtime=settings.runtime, name=name)
+    return load_model(Path(target), runtime=settings.runtime, name=name,
+                      placement=placement_of(settings))
 
 
 def _from_config(path: Path, settings: Settings) -> list[LoadedModel]:
@@ -105,19 +169,21 @@ def build_app(settings: Settings) -> FastAPI:
         if alias is not None and registry is not None:
             extensions.append(follow_extension(
                 registry, model.name, alias, interval_s=settings.registry_poll_s,
-                grace_s=settings.swap_grace_s))
+                grace_s=settings.swap_grace_s, on_event=_remember_switches(registry.store)))
     extensions.append(admin_extension(registry))
     models = [m for m, _ in resolved]
     monitoring = build_monitoring(settings)
     extensions.append(monitoring.extend)
-    extensions.append(lambda _app, state: _install_cache(settings, state,
-                                                         monitoring.metrics.count_cache))
+    metrics = monitoring.metrics
+    extensions.append(lambda _app, state: _install_cache(
+        settings, state, metrics.count_cache, metrics.count_cache_fallback))
     return create_app(models, settings, extensions=extensions,
                       on_prediction=monitoring.on_prediction, on_batch=monitoring.on_batch,
                       on_model_change=[monitoring.on_model_change])
 
 
-def _install_cache(settings: Settings, state: AppState, on_lookup: LookupHook) -> None:
+def _install_cache(settings: Settings, state: AppState, on_lookup: LookupHook,
+                   on_fallback: FallbackHook) -> None:
     """The prediction cache ``settings.prediction_cache`` asks for (none when ``off``)."""
     if settings.prediction_cache == "memory":
         state.cache = LRUCache(settings.cache_max_entries)
@@ -126,8 +192,13 @@ def _install_cache(settings: Settings, state: AppState, on_lookup: LookupHook) -
         state.cache = redis
         state.closers.append(redis.aclose)
     state.on_cache_lookup = on_lookup if state.cache is not None else None
+    state.on_cache_fallback = on_fallback if state.cache is not None else None
 
 
 def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory`` in worker processes: settings from the environment."""
-    return build_app(Settings())
+    """Factory for ``uvicorn --factory`` in worker processes: settings from the environment
+    (logging too: a spawned worker does not inherit the parent's)."""
+    settings = Settings()
+    configure_logging(settings.log_level, log_file=settings.log_file,
+                      max_bytes=settings.log_max_bytes, backups=settings.log_backups)
+    return build_app(settings)

@@ -1,18 +1,26 @@
-"""The fast lane: prediction routes answered beneath the edge, above FastAPI.
+"""The route table of the prediction routes, and the fast lane that answers them.
 
-A one-row prediction is cheap enough that FastAPI's own per-request layers (its error and
-body-limit middlewares, exception-middleware task wrapping, router matching across every route,
-dependency solving) cost more than validating the row and running the model. :class:`ModelportApp`
-therefore builds its middleware stack as::
+Each protocol module declares its prediction routes once, in a :class:`RouteTable`::
 
-    edge (request id, API keys, body limit, access log)
+    table = RouteTable(router)
+
+    @table.post("/models/{name}/predict", kind="native", summary="...", responses=...)
+    async def predict_model(request: Request, name: str) -> Response: ...
+
+That one declaration is both the documented FastAPI route (OpenAPI, ``405`` with ``Allow`` for
+the other methods) and a row of the fast lane: the same endpoint, called with the same
+arguments. A one-row prediction is cheap enough that FastAPI's own per-request layers (its
+error and body-limit middlewares, exception-middleware task wrapping, router matching across
+every route, dependency solving) cost more than validating the row and running the model, so
+:class:`ModelportApp` builds its middleware stack as::
+
+    edge (request id and context, API keys, body limit, access log)
       -> observability (request metrics)
-        -> fast lane: POST /predict, /models/{name}[/versions/{v}]/predict,
-                      /v2/models/{name}[/versions/{v}]/infer, /v1/models/{name}:predict
-          -> FastAPI (every other route, and the OpenAPI documentation of the ones above)
+        -> fast lane: POST to a route of the table -> its endpoint, directly
+          -> FastAPI (every other request)
 
-The fast lane calls the same handlers as the documented routes, and an error raised there is
-answered by the same exception handlers the app registered: clients cannot tell the lanes apart.
+An error raised in the fast lane is answered by the exception handlers the app registered, as
+FastAPI would: clients cannot tell the two ways apart.
 """
 
 from __future__ import annotations
@@ -20,34 +28,64 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["FastRoute", "Handler", "ModelportApp"]
+__all__ = ["Endpoint", "ModelportApp", "PredictRoute", "RouteTable"]
 
-Handler = Callable[[Request, str | None, str | None], Awaitable[Response]]
-"""``(request, name, version) -> response``; ``name``/``version`` from the path or ``None``."""
+Endpoint = Callable[..., Awaitable[Response]]
+"""``endpoint(request, **path_params) -> response``: a FastAPI endpoint taking the request and
+the path's parameters as strings."""
 
 
 @dataclass(frozen=True)
-class FastRoute:
-    """A POST route of the fast lane. ``path`` is the template (``/models/{name}/predict``),
-    which is also what request metrics label the request with (``scope["route"].path``)."""
+class PredictRoute:
+    """A row of the route table: a POST route whose request body depends on the model."""
 
     path: str
-    handler: Handler
+    """The full template (``/models/{name}/predict``): what request metrics label it with
+    (``scope["route"].path``)."""
+    endpoint: Endpoint
+    kind: str
+    """The request schema the OpenAPI document shows for each served model: ``native``,
+    ``bulk``, ``v1`` or ``v2``."""
+    pattern: re.Pattern[str] | None = field(default=None, compare=False)
+    """The path's regular expression (None: the path has no parameter)."""
+
+
+class RouteTable:
+    """The prediction routes of one router, each declared once (see the module doc)."""
+
+    def __init__(self, router: APIRouter) -> None:
+        self.router = router
+        self.routes: list[PredictRoute] = []
+
+    def post(self, path: str, *, kind: str, summary: str,
+             responses: dict[int | str, dict[str, Any]]) -> Callable[[Endpoint], Endpoint]:
+        """Declare ``POST path`` (relative to the router's prefix): documented by the router,
+        answered by the fast lane."""
+        def declare(endpoint: Endpoint) -> Endpoint:
+            self.router.add_api_route(path, endpoint, methods=["POST"], summary=summary,
+                                      responses=responses)
+            full = self.router.prefix + path
+            pattern = compile_path(full)[0] if "{" in full else None
+            self.routes.append(PredictRoute(full, endpoint, kind, pattern))
+            return endpoint
+
+        return declare
 
 
 class ModelportApp(FastAPI):
     """FastAPI with the fast lane between the user middleware and FastAPI's own stack."""
 
-    fast_routes: Sequence[FastRoute] = ()
+    fast_routes: Sequence[PredictRoute] = ()
+    """The rows of every route table: answered by the fast lane."""
 
     def build_middleware_stack(self) -> ASGIApp:
         """Edge and observability outermost, then the fast lane, then FastAPI's stack."""
@@ -62,13 +100,12 @@ class ModelportApp(FastAPI):
 
 
 class _FastLane:
-    def __init__(self, app: ASGIApp, owner: FastAPI, routes: Sequence[FastRoute]) -> None:
+    def __init__(self, app: ASGIApp, owner: FastAPI, routes: Sequence[PredictRoute]) -> None:
         self.app, self.owner = app, owner
-        self.exact = {r.path: r for r in routes if "{" not in r.path}
-        self.patterns: list[tuple[re.Pattern[str], FastRoute]] = [
-            (compile_path(r.path)[0], r) for r in routes if "{" in r.path]
+        self.exact = {r.path: r for r in routes if r.pattern is None}
+        self.patterns = [(r.pattern, r) for r in routes if r.pattern is not None]
 
-    def _match(self, path: str) -> tuple[FastRoute, dict[str, Any]] | None:
+    def _match(self, path: str) -> tuple[PredictRoute, dict[str, Any]] | None:
         route = self.exact.get(path)
         if route is not None:
             return route, {}
@@ -88,7 +125,7 @@ class _FastLane:
         scope["route"], scope["path_params"] = route, params
         request = Request(scope, receive)
         try:
-            response = await route.handler(request, params.get("name"), params.get("version"))
+            response = await route.endpoint(request, **params)
         except ClientDisconnect:
             return  # nobody to answer
         except Exception as exc:

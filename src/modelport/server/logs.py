@@ -1,15 +1,27 @@
-"""Structured logs: one JSON object per line (access log and application log alike)."""
+"""Structured logs: one JSON object per line (access log and application log alike).
+
+On stderr by default (what a container wants); with a file (``--log-file``), either rotated by
+size by the logging library's ``RotatingFileHandler`` (``--log-max-bytes``, ``--log-backups``:
+a record never straddles two files), or, with no size limit, left to logrotate: the
+``WatchedFileHandler`` reopens the path when it was moved away, and SIGHUP (logrotate's
+``postrotate``) makes the next record reopen it too. Each record is one ``write`` of a whole
+line under the handler's lock, so concurrent requests never interleave or split lines.
+"""
 
 from __future__ import annotations
 
 import logging
 import logging.config
+import logging.handlers
+import signal
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "ReopeningFileHandler", "configure_logging"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -42,23 +54,75 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-def configure_logging(level: str = "info") -> None:
-    """JSON lines on stderr for modelport and uvicorn; uvicorn's own access log is off (the
-    edge middleware writes a richer one). Records skip the thread and process names, which
-    the JSON lines do not show and every access line would otherwise look up."""
+class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
+    """A ``WatchedFileHandler`` that also reopens its file at the next record after
+    :meth:`request_reopen` (called from the SIGHUP handler, which must not do I/O itself: it
+    may interrupt a write of this very handler)."""
+
+    _requested = False
+
+    def request_reopen(self) -> None:
+        """Reopen the file before writing the next record."""
+        self._requested = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._requested:
+            self._requested = False
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = self._open()
+            self._statstream()
+        super().emit(record)
+
+
+def configure_logging(level: str = "info", *, log_file: Path | None = None,
+                      max_bytes: int = 0, backups: int = 5) -> None:
+    """JSON lines for modelport and uvicorn, on stderr or in ``log_file`` (rotated by size when
+    ``max_bytes`` > 0, else reopened when moved or on SIGHUP); uvicorn's own access log is off
+    (the edge middleware writes a richer one). Records skip the thread and process names,
+    which the JSON lines do not show and every access line would otherwise look up."""
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    handler = _handler(log_file, max_bytes, backups)
     logging.config.dictConfig({
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
-                                "stream": "ext://sys.stderr"}},
+        "handlers": {"out": handler},
         "loggers": {
-            "modelport": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
-            "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+            "modelport": {"handlers": ["out"], "level": level.upper(), "propagate": False},
+            "uvicorn": {"handlers": ["out"], "level": "INFO", "propagate": False},
             "uvicorn.error": {"level": "INFO"},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     })
+    if log_file is not None and max_bytes == 0:
+        _reopen_on_sighup()
+
+
+def _handler(log_file: Path | None, max_bytes: int, backups: int) -> dict[str, Any]:
+    if log_file is None:
+        return {"class": "logging.StreamHandler", "formatter": "json",
+                "stream": "ext://sys.stderr"}
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    if max_bytes > 0:
+        return {"class": "logging.handlers.RotatingFileHandler", "formatter": "json",
+                "filename": str(log_file), "maxBytes": max_bytes, "backupCount": backups,
+                "encoding": "utf-8"}
+    return {"()": ReopeningFileHandler, "formatter": "json", "filename": str(log_file),
+            "encoding": "utf-8"}
+
+
+def _reopen_on_sighup() -> None:
+    """SIGHUP (logrotate's ``postrotate``) reopens the log file instead of ending the server."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handlers = [h for h in logging.getLogger("modelport").handlers
+                if isinstance(h, ReopeningFileHandler)]
+
+    def reopen(_signum: int, _frame: Any) -> None:
+        for h in handlers:
+            h.request_reopen()
+
+    signal.signal(signal.SIGHUP, reopen)

@@ -3,23 +3,37 @@
 Swapping a version is one dict assignment on the event loop, so a request either sees the old
 version or the new one, never a half-installed model; requests already queued on the old
 batcher finish there before it is closed.
+
+A served model's runtime is wrapped in :func:`~modelport.runtimes.checked` when it is served:
+every way it is called (its batcher, the bulk route, a retired version's late requests, the
+warm-up) refuses an answer with NaN or infinity in it, so none reaches a client as a 200, and
+turns what the model raises into a ``PredictionError`` (a 500 with the request id).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from modelport.batching import BatchStats, MicroBatcher
 from modelport.config import Settings
-from modelport.errors import ModelNotFound, NotReady
+from modelport.errors import (
+    ModelLoadError,
+    ModelNotFound,
+    ModelportError,
+    NotReady,
+    PredictionError,
+    RequestTimeout,
+)
 from modelport.package import LoadedModel
+from modelport.runtimes import CheckedRuntime, checked
 from modelport.signature import Signature
 from modelport.types import Columns, Outputs
 
-__all__ = ["ModelRepository", "ServedModel"]
+__all__ = ["ModelRepository", "ServedModel", "retire"]
 
 _log = logging.getLogger("modelport")
 BatchHook = Callable[["ServedModel", BatchStats], None]
@@ -37,6 +51,9 @@ class ServedModel:
     loaded_at: float = field(default_factory=time.time)
     warm_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.loaded = _answers_checked(self.loaded)
+
     @property
     def name(self) -> str:
         """Model name."""
@@ -53,10 +70,33 @@ class ServedModel:
         return self.loaded.signature
 
     def warm_up(self) -> None:
-        """One prediction on the signature's example record (loads lazy state, JIT, caches)."""
+        """One prediction on the signature's example record (loads lazy state, JIT, caches); a
+        model that raises or answers NaN/inf on it does not become ready."""
         sig = self.signature
-        self.loaded.runtime.predict(sig.from_records([sig.example_record()], unseen="pass"))
+        record = sig.example_record()
+        try:
+            self.loaded.runtime.predict(sig.from_records([record], unseen="pass"))
+        except Exception as exc:
+            raise ModelLoadError(f"{self.name}:{self.version} is not served: it fails on its "
+                                 f"example row {record}: {_in_one_line(exc.__cause__ or exc)}"
+                                 ) from exc
         self.ready = True
+
+
+def _in_one_line(exc: BaseException) -> str:
+    """What an error says, on one line (scikit-learn's messages run on for a paragraph)."""
+    if isinstance(exc, ModelportError):
+        return exc.message
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _answers_checked(loaded: LoadedModel) -> LoadedModel:
+    """``loaded`` with its runtime behind :func:`~modelport.runtimes.checked` (NaN/inf
+    answers refused); itself when it already is."""
+    if isinstance(loaded.runtime, CheckedRuntime):
+        return loaded
+    return replace(loaded, runtime=checked(loaded.runtime))
 
 
 class ModelRepository:
@@ -73,6 +113,7 @@ class ModelRepository:
 
     def serve(self, loaded: LoadedModel, *, default: bool = True) -> ServedModel:
         """Add (and warm) a loaded model; make it the name's default version unless told not."""
+        loaded = _answers_checked(loaded)
         holder: list[ServedModel] = []
         served = ServedModel(loaded, self._batcher(loaded, holder))
         holder.append(served)
@@ -182,6 +223,42 @@ class ModelRepository:
                                on_batch=on_batch)
         return batcher
 
-    async def predict(self, served: ServedModel, batch: Columns) -> Outputs:
-        """Outputs for ``batch`` through the model's batcher, bounded by the request timeout."""
-        return await served.batcher.submit(batch, timeout_s=self._settings.request_timeout_s)
+    async def predict(self, served: ServedModel, batch: Columns, *,
+                      timeout_s: float | None = None) -> Outputs:
+        """Outputs for ``batch`` through the model's batcher, bounded by ``timeout_s`` (by
+        default the request timeout)."""
+        limit = self._settings.request_timeout_s if timeout_s is None else timeout_s
+        return await served.batcher.submit(batch, timeout_s=limit)
+
+
+async def retire(served: ServedModel) -> None:
+    """Stop the batcher of a version that was just unloaded without failing any request that
+    picked the version before: the queue and the batch being computed finish on it, and a
+    request that still holds the version afterwards is answered by its model directly."""
+    old = served.batcher
+    served.batcher = _Retired(served.loaded.runtime.predict)  # before the close: no gap
+    await old.aclose()
+
+
+class _Retired(MicroBatcher):
+    """Stands in for a retired version's batcher: each late request runs on its own in a
+    thread (no worker task, no thread of its own left behind once the last one is done)."""
+
+    def __init__(self, predict: Callable[[Columns], Outputs]) -> None:
+        super().__init__(predict)
+        self._direct = predict
+
+    async def submit(self, batch: Columns, *, timeout_s: float | None = None) -> Outputs:
+        """Outputs for ``batch``, computed alone."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._direct, batch), timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"no answer within {timeout_s:g} s") from None
+        except ModelportError:
+            raise
+        except Exception as exc:
+            raise PredictionError(f"the model failed on this input ({type(exc).__name__})"
+                                  ) from exc
+
+    async def aclose(self) -> None:
+        """Nothing to stop."""

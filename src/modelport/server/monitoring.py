@@ -17,11 +17,13 @@ from modelport.batching import BatchStats
 from modelport.config import Settings
 from modelport.monitoring.alerts import WebhookAlerter
 from modelport.monitoring.drift import DriftMonitor
+from modelport.monitoring.fleet import drift_gauges
 from modelport.monitoring.metrics import Metrics
 from modelport.monitoring.predlog import PredictionLog
 from modelport.monitoring.profile import ReferenceProfile
 from modelport.monitoring.stats import warm_up_tests
 from modelport.package import LoadedModel, file_sha256
+from modelport.server.dataplane import RequestContext
 from modelport.server.drift_routes import drift_router
 from modelport.server.models import ServedModel
 from modelport.server.observability import install_observability
@@ -84,14 +86,26 @@ class Monitoring:
     def extend(self, app: FastAPI, state: AppState) -> None:
         """Mount ``/metrics``, ``/feedback``, ``/monitoring/drift``; start the drift checks."""
         app.include_router(drift_router(lambda: self.drift))
+        self.metrics.add_gauges(lambda: drift_gauges(self.drift))  # summed by Prometheus
         on_request = self.alerter.observe if self.alerter is not None else None
         install_observability(app, metrics=self.metrics, predlog=self.predlog,
                               on_request=on_request)
+        state.refusals.hooks.append(
+            lambda r: self.metrics.count_refusal(r.name, r.version, r.action))
+        state.on_request.append(self._on_request)
         state.background.append(self._check_drift_forever)
         if self.predlog is not None:
             state.closers.append(self.predlog.close)
         if self.alerter is not None:
             state.closers.append(self.alerter.close)
+
+    def _on_request(self, ctx: RequestContext, route: str, status: int, seconds: float) -> None:
+        """A request answered outside HTTP (gRPC): the same request metrics and alerts."""
+        model, version = ctx.model or "", ctx.version or ""
+        self.metrics.observe_request(model, version, route, status, seconds,
+                                     protocol=ctx.protocol)
+        if self.alerter is not None:
+            self.alerter.observe(*self.metrics.labels_for(model, version), status, seconds)
 
     async def _check_drift_forever(self) -> None:
         while True:

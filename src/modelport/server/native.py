@@ -18,16 +18,21 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from modelport.errors import InvalidInput
-from modelport.server.fastlane import FastRoute
+from modelport.server.edge import request_context
+from modelport.server.fastlane import RouteTable
 from modelport.server.models import ServedModel
-from modelport.server.state import app_state, predict, read_json, resolve_model
+from modelport.server.schemas import ModelDocument, ModelList, answers
+from modelport.server.state import app_state, read_json
 from modelport.signature import Signature, numbers_only
 from modelport.types import Columns, Outputs
 
-__all__ = ["FAST_ROUTES", "native_batch", "native_response", "read_native", "router"]
+__all__ = ["native_batch", "native_response", "read_native", "router", "table"]
 
 router = APIRouter(tags=["native"])
+table = RouteTable(router)
+"""The prediction routes (micro-batched and bulk): answered by the fast lane."""
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
+_SHAPES = ("features", "instances", "columns")
 
 
 def native_batch(body: Any, sig: Signature, *, unseen: Any, max_rows: int,
@@ -36,6 +41,10 @@ def native_batch(body: Any, sig: Signature, *, unseen: Any, max_rows: int,
     numbers, see :func:`~modelport.signature.numbers_only`)."""
     if not isinstance(body, Mapping):
         raise InvalidInput("expected a JSON object with 'features', 'instances' or 'columns'")
+    given = [k for k in _SHAPES if k in body]
+    if len(given) > 1:
+        raise InvalidInput(f"give one of 'features', 'instances' or 'columns', not "
+                           f"{' and '.join(repr(k) for k in given)}", field=given[1])
     if "features" in body:
         record = body["features"]
         if isinstance(record, list):  # one ordered row, features in signature order
@@ -84,75 +93,79 @@ def native_response(served: ServedModel, outputs: Outputs, request_id: str) -> R
 
 async def _predict(request: Request, name: str | None, version: str | None) -> Response:
     state = app_state(request)
-    served = resolve_model(request, name, version)
-    s = state.settings
+    plane, s = state.dataplane, state.settings
+    ctx = request_context(request)
+    ctx.protocol = ctx.route = "native"
+    served = plane.resolve(ctx, name, version)
     body, plain = await read_native(request)
     batch = native_batch(body, served.signature, unseen=s.unseen_categories,
                          max_rows=s.max_batch_rows, plain=plain)
-    outputs = await predict(request, served, batch, "native")
-    return native_response(served, outputs, request.state.request_id)
+    outputs = await plane.infer(ctx, served, batch)
+    return native_response(served, outputs, ctx.request_id)
 
 
 async def _predict_bulk(request: Request, name: str | None, version: str | None) -> Response:
     state = app_state(request)
-    served = state.repo.get(name, version)
-    s = state.settings
+    plane, s = state.dataplane, state.settings
+    ctx = request_context(request)
+    ctx.protocol = ctx.route = "native"
+    served = plane.get(name, version)
     body, plain = await read_native(request)
     batch = await run_in_threadpool(native_batch, body, served.signature,
                                     unseen=s.unseen_categories, max_rows=s.max_bulk_rows,
                                     plain=plain)
-    request.state.model, request.state.version = served.name, served.version
-    outputs = await run_in_threadpool(served.loaded.runtime.predict, batch)
-    return native_response(served, outputs, request.state.request_id)
+    outputs = await plane.infer_bulk(ctx, served, batch)
+    return native_response(served, outputs, ctx.request_id)
 
 
-FAST_ROUTES = [FastRoute(path, _predict) for path in (
-    "/predict", "/models/{name}/predict", "/models/{name}/versions/{version}/predict")]
-"""Answered by the fast lane; the FastAPI routes below (same paths) document them."""
-
-_PREDICT_DOC = {"responses": {"200": {"description": "Predictions (and probabilities with "
-                                                      "their class labels)"}}}
+_PREDICT = answers(None, 404, 422, 500, 503, 504)
+_BULK = answers(None, 404, 422, 500, 503)
 
 
-@router.post("/predict", summary="Predict with the primary model", openapi_extra=_PREDICT_DOC)
+@table.post("/predict", kind="native", summary="Predict with the primary model",
+            responses=_PREDICT)
 async def predict_primary(request: Request) -> Response:
     """One record (``features``), several (``instances``) or columns (``columns``)."""
     return await _predict(request, None, None)
 
 
-@router.post("/models/{name}/predict", summary="Predict with a model", include_in_schema=False)
+@table.post("/models/{name}/predict", kind="native", summary="Predict with a model",
+            responses=_PREDICT)
 async def predict_model(request: Request, name: str) -> Response:
-    """Predict with the default version of ``name``."""
+    """Predict with the default version of ``name`` (or the version its traffic policy
+    picks)."""
     return await _predict(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/predict", summary="Predict with a version",
-             include_in_schema=False)
+@table.post("/models/{name}/versions/{version}/predict", kind="native",
+            summary="Predict with a version", responses=_PREDICT)
 async def predict_version(request: Request, name: str, version: str) -> Response:
     """Predict with one version of ``name``."""
     return await _predict(request, name, version)
 
 
-@router.post("/predict/batch", summary="Large batch with the primary model",
-             openapi_extra=_PREDICT_DOC)
+@table.post("/predict/batch", kind="bulk", summary="Large batch with the primary model",
+            responses=_BULK)
 async def bulk_primary(request: Request) -> Response:
     """Large bodies: validated and predicted off the event loop, not micro-batched."""
     return await _predict_bulk(request, None, None)
 
 
-@router.post("/models/{name}/predict/batch", include_in_schema=False)
+@table.post("/models/{name}/predict/batch", kind="bulk", summary="Large batch with a model",
+            responses=_BULK)
 async def bulk_model(request: Request, name: str) -> Response:
     """Large batch with the default version of ``name``."""
     return await _predict_bulk(request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/predict/batch", include_in_schema=False)
+@table.post("/models/{name}/versions/{version}/predict/batch", kind="bulk",
+            summary="Large batch with a version", responses=_BULK)
 async def bulk_version(request: Request, name: str, version: str) -> Response:
     """Large batch with one version of ``name``."""
     return await _predict_bulk(request, name, version)
 
 
-@router.get("/models", summary="Served models")
+@router.get("/models", summary="Served models", responses=answers(ModelList))
 async def list_models(request: Request) -> Response:
     """Every served model with its versions and which one the unversioned routes use."""
     repo = app_state(request).repo
@@ -162,7 +175,8 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps({"models": out}), media_type="application/json")
 
 
-@router.get("/models/{name}", summary="A model's signature")
+@router.get("/models/{name}", summary="A model's signature",
+            responses=answers(ModelDocument, 404, 503))
 async def model_info(request: Request, name: str) -> Response:
     """Name, version, flavor and signature (inputs with types and categories; outputs)."""
     served = app_state(request).repo.get(name)

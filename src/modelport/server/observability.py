@@ -2,9 +2,11 @@
 
 :func:`install_observability` adds a pure ASGI middleware that counts every HTTP request by its
 route *template* (``/models/{name}/predict``, never the raw URL, so label cardinality stays
-bounded), its status and its model/version, times it and tracks requests in flight. A handler
-names the model and version it served with :func:`tag_request` (or by setting
-``request.state.model`` and ``request.state.version``); otherwise the path parameters
+bounded), its status and its model/version, times it and tracks requests in flight. The model
+and version are those of the request's
+:class:`~modelport.server.dataplane.RequestContext` (the data plane fills it; a handler can
+with :func:`tag_request`); in an app of your own without modelport's edge, setting
+``request.state.model`` and ``request.state.version`` works too; otherwise the path parameters
 ``name``/``model_name`` and ``version``/``model_version`` are used.
 """
 
@@ -23,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.monitoring.metrics import Metrics
 from modelport.monitoring.predlog import PredictionLog
+from modelport.server.edge import context_of, request_context
+from modelport.server.schemas import answers
 
 __all__ = ["Feedback", "ObservabilityMiddleware", "install_observability", "tag_request"]
 
@@ -32,16 +36,16 @@ UNMATCHED = "unmatched"
 OnRequest = Callable[[str, str, int, float], None]
 """``(model, version, status, seconds)`` after each request, e.g. ``WebhookAlerter.observe``."""
 
-# request.state keys first (tag_request, or the server's request.state.model/.version), then
-# path parameters.
-_MODEL_KEYS = ("modelport_model", "model", "name", "model_name")
-_VERSION_KEYS = ("modelport_version", "version", "model_version")
+# without a context naming the model: request.state keys of apps of your own, then path
+# parameters
+_MODEL_KEYS = ("model", "name", "model_name")
+_VERSION_KEYS = ("version", "model_version")
 
 
 def tag_request(request: Request, model: str, version: str) -> None:
     """Record which model version answered this request (for the request metrics' labels)."""
-    request.state.modelport_model = model
-    request.state.modelport_version = version
+    ctx = request_context(request)
+    ctx.model, ctx.version = model, version
 
 
 class Feedback(BaseModel):
@@ -134,6 +138,9 @@ class ObservabilityMiddleware:
 
 
 def _model_version(scope: Scope) -> tuple[str, str]:
+    ctx = context_of(scope)
+    if ctx is not None and ctx.model is not None:
+        return ctx.model, ctx.version or ""
     state: dict[str, Any] = scope.get("state") or {}
     params: dict[str, Any] = scope.get("path_params") or {}
     model = next((str(d[k]) for k in _MODEL_KEYS for d in (state, params) if k in d), "")
@@ -185,5 +192,5 @@ def _add_feedback(app: FastAPI, predlog: PredictionLog, path: str) -> None:
 
     app.add_api_route(
         path, post_feedback, methods=["POST"], status_code=202, tags=["monitoring"],
-        summary="Report the true label of a prediction",
+        summary="Report the true label of a prediction", responses=answers(None, 422, 503),
     )  # fmt: skip

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from modelport.server.schemas import Liveness, Readiness, answers
 from modelport.server.state import app_state
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["probes"])
+_LIVE = answers(Liveness)
+_READY: dict[int | str, dict[str, Any]] = {
+    200: {"model": Readiness},
+    503: {"model": Readiness, "description": "Not ready: a model is loading or unloaded, or the "
+                                             "server is shutting down"}}
 
 
 def _live() -> Response:
@@ -29,25 +37,25 @@ def _ready(request: Request) -> Response:
                     media_type="application/json")
 
 
-@router.get("/health", summary="Liveness: the process answers")
+@router.get("/health", summary="Liveness: the process answers", responses=_LIVE)
 async def health() -> Response:
     """Always 200 while the process can answer."""
     return _live()
 
 
-@router.get("/ready", summary="Readiness: every model loaded and warmed")
+@router.get("/ready", summary="Readiness: every model loaded and warmed", responses=_READY)
 async def ready(request: Request) -> Response:
     """200 when every model answered its warm-up prediction; 503 otherwise."""
     return _ready(request)
 
 
-@router.get("/v2/health/live", summary="V2 liveness")
+@router.get("/v2/health/live", summary="V2 liveness", responses=_LIVE)
 async def v2_live() -> Response:
     """Same answer as ``/health``."""
     return _live()
 
 
-@router.get("/v2/health/ready", summary="V2 readiness")
+@router.get("/v2/health/ready", summary="V2 readiness", responses=_READY)
 async def v2_ready(request: Request) -> Response:
     """Same answer as ``/ready``."""
     return _ready(request)

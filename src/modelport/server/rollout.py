@@ -1,17 +1,17 @@
-"""Following a registry alias, and routing by traffic policy.
+"""Following a registry alias.
 
 An :class:`AliasFollower` polls ``Registry.alias_target`` every ``interval_s``. When the alias
-moves it fetches the new version (every sha256 verified), loads it beside the old one, runs
-the package's golden requests and compares the outputs with those recorded at pack time, and
-only then switches the model's default version — one assignment on the event loop, so each
-request sees either the old or the new version. The old version is unloaded after a grace
-period, once requests that already picked it have finished. If anything fails the old version
-keeps serving, the failure is logged, reported to ``on_event`` and kept in :meth:`status`, and
-that target is not retried until the alias moves again (or :meth:`check` is called with
-``retry=True``).
+moves it fetches the new version (every sha256 verified), loads it beside the old one, checks
+it (its own golden rows as recorded at pack time, and the serving version's golden inputs:
+see :mod:`modelport.server.gate`), and only then switches the model's default version — one
+assignment on the event loop, so each request sees either the old or the new version. The old
+version is unloaded after a grace period, once requests that already picked it have finished.
+If anything fails the old version keeps serving, the failure is logged, reported to
+``on_event`` and kept in :meth:`status` (a failed check also as a refusal), and that target is
+not retried until the alias moves again (or :meth:`check` is called with ``retry=True``).
 
-A :class:`TrafficRouter` holds one :class:`~modelport.traffic.TrafficPolicy` per model and
-picks the version for each unversioned request.
+:class:`~modelport.server.traffic.TrafficRouter` and :func:`~modelport.server.models.retire`
+are re-exported here for callers of earlier releases.
 """
 
 from __future__ import annotations
@@ -19,27 +19,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from fastapi import FastAPI
 
-from modelport.batching import MicroBatcher
-from modelport.errors import ModelLoadError, ModelportError, PredictionError, RequestTimeout
+from modelport.errors import GoldenCheckFailed, ModelportError
 from modelport.package import LoadedModel, load_model
 from modelport.registry import Registry
-from modelport.server.models import ModelRepository, ServedModel
-from modelport.server.state import AppState
-from modelport.traffic import Assignment, TrafficPolicy
-from modelport.types import Columns, Outputs
+from modelport.registry.gate import check_candidate
+from modelport.runtimes.devices import Placement
+from modelport.server.gate import Refusal, Refusals, live_of
+from modelport.server.models import ModelRepository, retire
+from modelport.server.traffic import TrafficRouter
 
-__all__ = ["AliasFollower", "FollowEvent", "FollowStatus", "TrafficRouter", "check_golden",
-           "follow_extension", "load_ref", "retire"]
+if TYPE_CHECKING:  # the state holds the followers: it imports this module
+    from modelport.server.state import AppState
+
+__all__ = ["AliasFollower", "FollowEvent", "FollowStatus", "TrafficRouter", "follow_extension",
+           "load_ref", "retire"]
 
 _log = logging.getLogger("modelport")
 Loader = Callable[[Path], LoadedModel]
@@ -75,37 +76,12 @@ class FollowStatus:
 
 
 def load_ref(registry: Registry, ref: str, *, runtime: Literal["auto", "native", "onnx"] =
-             "auto") -> LoadedModel:
-    """Fetch ``ref`` (``heart@production``, ``heart:1.2.0``) verified, and load it."""
+             "auto", placement: Placement | None = None) -> LoadedModel:
+    """Fetch ``ref`` (``heart@production``, ``heart:1.2.0``) verified, and load it (on the
+    device ``placement`` allows)."""
     record = registry.resolve(ref)
     path = registry.fetch(record.ref)
-    return load_model(path, runtime=runtime, name=record.name)
-
-
-def check_golden(loaded: LoadedModel, *, atol: float = 1e-6) -> int:
-    """Predict the package's golden requests and compare with the recorded outputs; returns
-    how many rows were checked (0 when the package has none: then one warm-up prediction)."""
-    golden = loaded.package.golden() if loaded.package is not None else None
-    sig = loaded.signature
-    if not golden or not golden.get("inputs"):
-        loaded.runtime.predict(sig.from_records([sig.example_record()], unseen="pass"))
-        return 0
-    outputs = loaded.runtime.predict(sig.from_records(golden["inputs"], unseen="pass"))
-    got = np.asarray(outputs.predictions).tolist()
-    recorded = golden["predictions"]
-    differ = [i for i in range(max(len(got), len(recorded)))
-              if i >= len(got) or i >= len(recorded) or got[i] != recorded[i]]
-    if differ:
-        raise ModelLoadError(f"golden check failed for {loaded.name}:{loaded.version}: "
-                             f"{len(differ)} of {len(recorded)} golden rows (first: row "
-                             f"{differ[0]}) predict differently from what was recorded at pack "
-                             "time")
-    expected = golden.get("probabilities")
-    if expected is not None and outputs.probabilities is not None and not np.allclose(
-            outputs.probabilities, np.asarray(expected), atol=atol, rtol=0):
-        raise ModelLoadError(f"golden check failed for {loaded.name}:{loaded.version}: "
-                             f"probabilities differ from the recorded ones by more than {atol}")
-    return len(got)
+    return load_model(path, runtime=runtime, name=record.name, placement=placement)
 
 
 class AliasFollower:
@@ -114,8 +90,10 @@ class AliasFollower:
     def __init__(self, registry: Registry, repo: ModelRepository, name: str, alias: str, *,
                  interval_s: float = 2.0, grace_s: float = 10.0, keep_previous: bool = False,
                  loader: Loader | None = None,
-                 on_event: Callable[[FollowEvent], None] | None = None) -> None:
+                 on_event: Callable[[FollowEvent], None] | None = None,
+                 refusals: Refusals | None = None) -> None:
         self.registry, self.repo, self.name, self.alias = registry, repo, name, alias
+        self.refusals = refusals or Refusals()
         self.interval_s, self.grace_s, self.keep_previous = interval_s, grace_s, keep_previous
         self._load: Loader = loader or (lambda path: load_model(path, name=name))
         self._on_event = on_event
@@ -162,7 +140,8 @@ class AliasFollower:
         started = time.perf_counter()
         try:
             if target not in {s.version for s in self.repo.versions(self.name)}:
-                loaded = await asyncio.to_thread(self._prepare, target)
+                loaded = await asyncio.to_thread(self._prepare, target,
+                                                 live_of(self.repo, self.name))
                 self.repo.serve(loaded, default=False)
             self.repo.set_default(self.name, target)
         except Exception as exc:  # any failure of the new version leaves the old one serving
@@ -178,16 +157,19 @@ class AliasFollower:
                   self.alias, target, serving, seconds)
         return FollowEvent(self.name, self.alias, serving, target, "switched", seconds)
 
-    def _prepare(self, target: str) -> LoadedModel:
-        """Fetch (sha256-verified), load and golden-check ``target``, off the event loop."""
+    def _prepare(self, target: str, live: LoadedModel | None) -> LoadedModel:
+        """Fetch (sha256-verified), load and check ``target`` against its golden rows and
+        ``live``'s (the version serving now), off the event loop."""
         path = self.registry.fetch(f"{self.name}:{target}")
         loaded = self._load(path)
-        check_golden(loaded)
+        check_candidate(loaded, live)
         return loaded
 
     def _failed(self, serving: str | None, target: str, exc: BaseException,
                 seconds: float) -> FollowEvent:
         message = getattr(exc, "message", None) or str(exc)
+        if isinstance(exc, GoldenCheckFailed):
+            self.refusals.record(Refusal(self.name, target, "follow", message, time.time()))
         s = self._status
         self._status = replace(s, failed_target=target, last_error=message,
                                failures=s.failures + 1)
@@ -207,76 +189,14 @@ class AliasFollower:
             await retire(served)
 
 
-async def retire(served: ServedModel) -> None:
-    """Stop the batcher of a version that was just unloaded without failing any request that
-    picked the version before: the queue and the batch being computed finish on it, and a
-    request that still holds the version afterwards is answered by its model directly."""
-    old = served.batcher
-    served.batcher = _Retired(served.loaded.runtime.predict)  # before the close: no gap
-    await old.aclose()
-
-
-class _Retired(MicroBatcher):
-    """Stands in for a retired version's batcher: each late request runs on its own in a
-    thread (no worker task, no thread of its own left behind once the last one is done)."""
-
-    def __init__(self, predict: Callable[[Columns], Outputs]) -> None:
-        super().__init__(predict)
-        self._direct = predict
-
-    async def submit(self, batch: Columns, *, timeout_s: float | None = None) -> Outputs:
-        """Outputs for ``batch``, computed alone."""
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(self._direct, batch), timeout_s)
-        except asyncio.TimeoutError:
-            raise RequestTimeout(f"no answer within {timeout_s:g} s") from None
-        except ModelportError:
-            raise
-        except Exception as exc:
-            raise PredictionError(f"the model failed on this input ({type(exc).__name__})"
-                                  ) from exc
-
-    async def aclose(self) -> None:
-        """Nothing to stop."""
-
-
-class TrafficRouter:
-    """Traffic policies by model name; unversioned requests of a model with a policy are
-    routed by it (others use the model's default version)."""
-
-    def __init__(self, rng: Any = None) -> None:
-        self._policies: dict[str, TrafficPolicy] = {}
-        self._rng = rng or random.Random()  # routing, not security
-
-    def get(self, name: str) -> TrafficPolicy | None:
-        """The model's policy, if it has one."""
-        return self._policies.get(name)
-
-    def set(self, name: str, policy: TrafficPolicy | None) -> None:
-        """Replace (or with None, remove) the model's policy: one assignment."""
-        if policy is None:
-            self._policies.pop(name, None)
-        else:
-            self._policies[name] = policy
-
-    def route(self, name: str, headers: Mapping[str, str]) -> Assignment | None:
-        """The assignment for one request to ``name`` (None: no policy, use the default)."""
-        policy = self._policies.get(name)
-        if policy is None:
-            return None
-        key = headers.get(policy.sticky_header) if policy.sticky_header else None
-        return policy.choose(key, self._rng)
-
-
 def follow_extension(registry: Registry, name: str, alias: str,
                      **options: Any) -> Callable[[FastAPI, AppState], AliasFollower]:
     """An ``extensions=`` hook for ``create_app`` that runs an :class:`AliasFollower` for
     the app's lifetime (started after the app's own startup, stopped before its shutdown)."""
     def extend(app: FastAPI, state: AppState) -> AliasFollower:
-        follower = AliasFollower(registry, state.repo, name, alias, **options)
-        followers: dict[str, AliasFollower] = getattr(app.state, "followers", {})
-        followers[name] = follower
-        app.state.followers = followers
+        follower = AliasFollower(registry, state.repo, name, alias, refusals=state.refusals,
+                                 **options)
+        state.followers[name] = follower
         inner = app.router.lifespan_context
 
         @contextlib.asynccontextmanager

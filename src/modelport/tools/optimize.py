@@ -1,10 +1,12 @@
 """``modelport optimize``: convert a package's model to ONNX and prove it answers the same.
 
 The model (a scikit-learn Pipeline through skl2onnx, an XGBoost or LightGBM booster through
-onnxmltools) is converted to ``model.onnx`` inside the package, with one graph input per column
-when the signature takes a DataFrame. Both runtimes then score the package's golden rows (and
-the rows of ``data`` when given); parity holds when every label is identical and no probability
-(or regression output) moves by more than ``tolerance``. The result is recorded in the manifest
+onnxmltools, a torch model through ``torch.onnx.export``: see :mod:`modelport.tools.onnx_torch`)
+is converted to ``model.onnx`` inside the package, with one graph input per column
+when the signature takes a DataFrame. Both runtimes then score the package's golden rows (made
+from the signature for an old package without them), and the rows of ``data`` when given;
+parity holds when every label is identical and no probability (or regression output) moves by
+more than ``tolerance``. The result is recorded in the manifest
 (``onnx: {artifact, opset, parity}``) and ``load_model(runtime="auto")`` serves the ONNX
 artifact only when parity passed.
 
@@ -13,8 +15,12 @@ float32 rounding can move a probability by a few hundredths on rare rows. The de
 tolerance (1e-4) catches that; choose a looser one if that is acceptable for your use.
 
 ``quantize=True`` adds a dynamically INT8-quantized copy (``model.int8.onnx``) for neural
-networks (MatMul/Gemm weights) and reports how far its outputs move; tree ensembles and linear
-models have no such weights, and are refused.
+networks (MatMul/Gemm weights) and reports how far its outputs move, with the compression report
+of :mod:`modelport.tools.compress` (size, latency, metric change on ``data``/``target`` against
+the float ONNX model); the copy is served only when its metric drop is within
+``max_metric_drop`` and parity passed. Tree ensembles and linear models have no such weights,
+and are refused. (Torch packages are quantized and pruned in torch by
+:mod:`modelport.tools.compress_torch`.)
 """
 
 from __future__ import annotations
@@ -28,16 +34,27 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import ConfigError
+from modelport.golden import boundary_records
 from modelport.package import Package, open_package, read_table, write_manifest
 from modelport.runtimes import library_versions, load_runtime, require
 from modelport.signature import Signature
+from modelport.tools.compress import (
+    DEFAULT_MAX_DROP,
+    CompressionReport,
+    Evaluation,
+    check_drop,
+    evaluation,
+    measure,
+    quantize_onnx,
+)
 from modelport.types import Columns, Outputs
 
-__all__ = ["ARTIFACT", "QUANTIZED", "OptimizeReport", "Parity", "QuantizeReport", "optimize"]
+__all__ = ["ARTIFACT", "NEURAL_OPS", "QUANTIZED", "OptimizeReport", "Parity", "QuantizeReport",
+           "graph_ops", "optimize", "parity", "parity_rows", "to_onnx"]
 
 ARTIFACT = "model.onnx"
 QUANTIZED = "model.int8.onnx"
-_NEURAL_OPS = {"MatMul", "Gemm", "Conv"}
+NEURAL_OPS = {"MatMul", "Gemm", "Conv"}
 _SKL_TYPES = "skl2onnx.common.data_types"
 _MLTOOLS_TYPES = "onnxmltools.convert.common.data_types"
 FLOAT32_NOTE = ("float32 conversion can move a probability by a few hundredths on rare rows; "
@@ -64,6 +81,9 @@ class QuantizeReport:
     bytes_before: int
     bytes_after: int
     parity: Parity
+    compression: CompressionReport | None = None
+    """Size, latency and metric change against the float ONNX model, and whether it is
+    served."""
 
 
 @dataclass(frozen=True)
@@ -80,29 +100,59 @@ class OptimizeReport:
 
 
 def optimize(
-    root: Path, *, tolerance: float = 1e-4, quantize: bool = False, data: Path | None = None
+    root: Path, *, tolerance: float = 1e-4, quantize: bool = False, data: Path | None = None,
+    target: str | None = None, max_metric_drop: float = DEFAULT_MAX_DROP,
 ) -> OptimizeReport:
-    """Convert the package at ``root`` to ONNX, check parity, record it in the manifest."""
+    """Convert the package at ``root`` to ONNX, check parity, record it in the manifest;
+    ``quantize`` adds an INT8 copy judged on ``data`` (labels in its ``target`` column)."""
     if not tolerance >= 0:
         raise ConfigError(f"--tolerance must be 0 or more, got {tolerance}")
+    check_drop(max_metric_drop)
     pkg = open_package(root)
     if pkg.manifest.flavor == "onnx" and not quantize:
         raise ConfigError(f"package '{pkg.manifest.name}' is already ONNX: nothing to convert "
                           "(--quantize makes an INT8 copy of a neural network)")
     sig = pkg.signature
-    batch = _parity_rows(pkg, sig, data)
+    batch = parity_rows(pkg, sig, data)
     native = load_runtime(pkg.artifact_path, pkg.manifest.flavor, signature=sig)
     expected = native.predict(batch)
     model, converter = _convert(native, sig, pkg.artifact_path)
-    if quantize and not _ops(model) & _NEURAL_OPS:
+    if quantize and not graph_ops(model) & NEURAL_OPS:
         raise ConfigError("nothing to quantize: this model has no MatMul/Gemm weights (tree "
                           "ensembles and linear models are already compact); run without "
                           "--quantize")
-    parity, quantized = _stage(pkg, model, _Check(sig, batch, expected, tolerance), quantize)
+    judge = _Judge(evaluation(pkg, data, target), max_metric_drop) if quantize else None
+    parity, quantized = _stage(pkg, model, _Check(sig, batch, expected, tolerance), judge)
     artifact = pkg.manifest.artifact if pkg.manifest.flavor == "onnx" else ARTIFACT
     report = OptimizeReport(root, artifact, _opset(model), converter, parity, quantized)
-    write_manifest(pkg, onnx=_record(report))
+    write_manifest(pkg, onnx=_record(report), compressed=_compressed(pkg, report))
     return report
+
+
+def to_onnx(pkg: Package) -> Any:
+    """The package's model as an ONNX ModelProto (converted now, or its ONNX artifact)."""
+    native = load_runtime(pkg.artifact_path, pkg.manifest.flavor, signature=pkg.signature)
+    return _convert(native, pkg.signature, pkg.artifact_path)[0]
+
+
+@dataclass(frozen=True)
+class _Judge:
+    """How an INT8 copy is judged: the rows, and the largest metric drop that is served."""
+
+    rows: Evaluation
+    max_metric_drop: float
+
+
+def _compressed(pkg: Package, report: OptimizeReport) -> dict[str, Any] | None:
+    """The manifest's ``compressed`` entry: the INT8 copy (served only when its metric drop is
+    within the limit and the float conversion passed parity); a torch copy stays."""
+    earlier = pkg.manifest.compressed
+    q = report.quantized
+    if q is None or q.compression is None:
+        return earlier if earlier is not None and earlier.get("flavor") != "onnx" else None
+    record = q.compression.record()
+    record["served"] = bool(record["served"] and report.parity.passed)
+    return record
 
 
 @dataclass(frozen=True)
@@ -117,18 +167,18 @@ class _Check:
     def run(self, path: Path) -> Parity:
         """Parity of the ONNX file at ``path`` with the native answers."""
         actual = load_runtime(path, "onnx", signature=self.signature).predict(self.batch)
-        return _parity(self.expected, actual, self.tolerance)
+        return parity(self.expected, actual, self.tolerance)
 
 
 def _stage(pkg: Package, model: Any, check: _Check,
-           quantize: bool) -> tuple[Parity, QuantizeReport | None]:
+           judge: _Judge | None) -> tuple[Parity, QuantizeReport | None]:
     """Write and check the artifacts beside the package, then move them in (all or nothing)."""
     root = pkg.root
     with tempfile.TemporaryDirectory(prefix=".optimize-", dir=root) as tmp:
         staged = Path(tmp) / ARTIFACT
         staged.write_bytes(model.SerializeToString())
         parity = check.run(staged)
-        quantized = _quantize(staged, check) if quantize else None
+        quantized = _quantize(staged, check, judge) if judge is not None else None
         if pkg.manifest.flavor != "onnx":
             os.replace(staged, root / ARTIFACT)
         if quantized is not None:
@@ -138,20 +188,18 @@ def _stage(pkg: Package, model: Any, check: _Check,
     return parity, quantized
 
 
-def _parity_rows(pkg: Package, sig: Signature, data: Path | None) -> Columns:
-    parts: list[Columns] = []
+def parity_rows(pkg: Package, sig: Signature, data: Path | None) -> Columns:
+    """The golden rows (rows made from the signature for a package packed without them),
+    plus ``data``'s rows when given."""
     golden = pkg.golden()
-    if golden and golden.get("inputs"):
-        parts.append(sig.from_records(golden["inputs"]))
+    inputs = (golden or {}).get("inputs") or boundary_records(sig)
+    parts = [sig.from_records(inputs, unseen="pass")]
     if data is not None:
         frame = read_table(data)
         missing = [n for n in sig.names if n not in frame.columns]
         if missing:
             raise ConfigError(f"'{data.name}' lacks the feature '{missing[0]}' the model takes")
         parts.append(sig.from_columns({n: frame[n].to_numpy() for n in sig.names}))
-    if not parts:
-        raise ConfigError(f"package '{pkg.manifest.name}' has no golden rows to check parity "
-                          "on; pass --data with rows like the training data")
     return Columns.concat(parts)
 
 
@@ -165,6 +213,10 @@ def _convert(native: Any, sig: Signature, artifact: Path) -> tuple[Any, str]:
             return _from_xgboost(native, sig), _version("onnxmltools")
         if flavor == "lightgbm":
             return _from_lightgbm(native, sig), _version("onnxmltools")
+        if flavor == "torch":
+            from modelport.tools.onnx_torch import torch_to_onnx
+
+            return torch_to_onnx(native, artifact), _version("torch")
         if flavor == "onnx":
             onnx = require("onnx", "onnx")
             return onnx.load(str(artifact)), "none (already ONNX)"
@@ -234,7 +286,7 @@ def _matrix(sig: Signature, module: str = _MLTOOLS_TYPES) -> list[tuple[str, Any
     return [("input", types.FloatTensorType([None, len(sig.features)]))]
 
 
-def _parity(expected: Outputs, actual: Outputs, tolerance: float) -> Parity:
+def parity(expected: Outputs, actual: Outputs, tolerance: float) -> Parity:
     """Labels must match exactly; probabilities (or regression outputs) within tolerance."""
     rows = len(expected.predictions)
     if expected.probabilities is not None:
@@ -254,15 +306,19 @@ def _parity(expected: Outputs, actual: Outputs, tolerance: float) -> Parity:
     return Parity(passed, rows, diff, mismatches, tolerance)
 
 
-def _quantize(staged: Path, check: _Check) -> QuantizeReport:
-    quantization = require("onnxruntime.quantization", "onnx")
+def _quantize(staged: Path, check: _Check, judge: _Judge) -> QuantizeReport:
     target = staged.parent / QUANTIZED
-    quantization.quantize_dynamic(staged, target, weight_type=quantization.QuantType.QInt8)
-    return QuantizeReport(QUANTIZED, staged.stat().st_size, target.stat().st_size,
-                          check.run(target))
+    quantize_onnx(staged, target)
+    before, after = (load_runtime(p, "onnx", signature=check.signature) for p in (staged, target))
+    latency, metric = measure(before, after, judge.rows)
+    sizes = staged.stat().st_size, target.stat().st_size
+    compression = CompressionReport("int8", QUANTIZED, "onnx", *sizes, latency, metric,
+                                    judge.max_metric_drop)
+    return QuantizeReport(QUANTIZED, *sizes, check.run(target), compression)
 
 
-def _ops(model: Any) -> set[str]:
+def graph_ops(model: Any) -> set[str]:
+    """The operator types of an ONNX graph (``MatMul``, ``Gemm`` … mark a neural network)."""
     return {node.op_type for node in model.graph.node}
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from modelport.errors import ConfigError, InvalidInput
 from modelport.package import LoadedModel
+from modelport.runtimes import check_finite
 from modelport.signature import Signature
 from modelport.types import Outputs
 
@@ -231,7 +232,7 @@ def _predict(model: LoadedModel, messages: list[_Message]) -> list[tuple[str, di
             results[todo.pop(exc.row)] = ("rejects", {"reason": _reason(exc)})
             continue
         try:
-            outputs = model.runtime.predict(batch)
+            outputs = check_finite(model.runtime.predict(batch))  # NaN/inf: no answer
         except Exception as exc:  # a poison request must not stop the stream: reject the batch
             for i in todo:
                 results[i] = ("rejects", {"reason": f"the model raised: {exc}"})
