@@ -3,9 +3,8 @@
 The batcher never holds a lone request: a request that finds the model idle is run on the
 next turn of the event loop. Every request that arrives in the same turn (a burst, or a
 loaded server's next wave) joins it, up to ``max_batch_size`` rows; a request of that many rows
-or more shares no call, so it runs at once when nothing is queued (100-row requests at
-concurrency 8: ~625 -> ~555 µs of server time each). While the model is busy, arriving
-requests queue up and the next call takes all of them. Under sustained load (the
+or more shares no call, so it runs at once when nothing is queued. While the model is busy,
+arriving requests queue up and the next call takes all of them. Under sustained load (the
 previous call was a real batch) the batcher lets a few more turns pass, while new requests keep
 arriving and for at most ``max_wait_s``, to fill the batch; it never idles waiting.
 
@@ -24,42 +23,36 @@ call, ``cheap`` below ``inline_below_s``, else ``costly``) and its *load* (``sus
 the last call served more than one request, else ``light``). ``tests/test_batching_states.py``
 has one test per row::
 
-    #   state          event        condition                              -> action; next state
-    1   any            submit       max_queue requests queued              -> Overloaded (503,
-                                                                              Retry-After); same
-    2   idle           submit       cheap, and the request has max_batch_  -> the model called
-                                    size rows or more, or (light load and     on the loop for it
-                                    no request answered alone this turn)      alone; idle
-    3   idle           submit       otherwise                              -> queued, drain
-                                                                              scheduled; queued
-    4   not idle       submit                                              -> queued (joins the
-                                                                              next call); same
-    5   queued         drain        sustained load, the queue grew, its    -> look again two
-                                    oldest waited < max_wait_s, < max_     turns later; filling
-                                    batch_size rows queued
-    6   queued,filling drain        every queued request timed out         -> nothing; idle
-    7   queued,filling drain        cheap                                  -> one call, on the
-                                                                              loop, for queued
-                                                                              requests up to
-                                                                              max_batch_size rows
-                                                                              -> row 9
-    8   queued,filling drain        unknown or costly                      -> the same call on
-                                                                              the model thread;
-                                                                              computing
-    9   computing      call done    (on the loop: at once)                 -> each request its
-                                                                              slice; cost, load
-                                                                              updated; queued if
-                                                                              requests wait, else
-                                                                              idle
-    10  queued         deadline     the request is still queued            -> RequestTimeout
-                                                                              (504); the drain
-                                                                              skips it
-    11  computing      model raises the call held several requests         -> each retried
-                                                                              alone; only the
-                                                                              failing one fails
-    12  any            aclose                                              -> waits until idle,
-                                                                              stops the model
-                                                                              thread; closed
+    #   state           event      condition                     action                    next
+    1   any             submit     max_queue requests queued     Overloaded (503, Retry-   same
+                                                                 After)
+    2   idle            submit     cheap; max_batch_size rows    the model called on the   idle
+                                   or more, or light load and    loop for this request
+                                   none answered alone this      alone
+                                   turn
+    3   idle            submit     otherwise                     queue it; drain on the    queued
+                                                                 next turn
+    4   not idle        submit     -                             queue it (it joins the    same
+                                                                 next call)
+    5   queued          drain      sustained load; the queue     look again two turns      filling
+                                   grew; its oldest waited <     later
+                                   max_wait_s; < max_batch_size
+                                   rows queued
+    6   queued/filling  drain      every queued request expired  nothing                   idle
+    7   queued/filling  drain      cheap                         one call on the loop for  as row 9
+                                                                 up to max_batch_size
+                                                                 queued rows
+    8   queued/filling  drain      unknown or costly             that call on the model    computing
+                                                                 thread
+    9   computing       call done  -                             each request its slice;   queued if
+                                                                 cost and load updated     any wait,
+                                                                                           else idle
+    10  queued          deadline   the request is still queued   RequestTimeout (504); the same
+                                                                 drain skips it
+    11  computing       model      the call held several         each retried alone; only  as row 9
+                        raises     requests                      the failing one fails
+    12  any             aclose     -                             wait until idle; stop the closed
+                                                                 model thread
 """
 
 from __future__ import annotations

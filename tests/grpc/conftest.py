@@ -17,7 +17,7 @@ import grpc
 import httpx
 import pytest
 
-from tests.server.conftest import records  # noqa: F401  (the REST tests' rows, shared)
+from tests.server.conftest import heart_loaded, records  # noqa: F401  (shared fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY, ADMIN_KEY = "grpc-test-key", "grpc-admin-key"

@@ -352,8 +352,8 @@ def test_grpc_predictions_reach_the_prediction_log(server: Served, stub: Any,
     while not found and time.monotonic() < deadline:
         time.sleep(0.2)
         with sqlite3.connect(server.workdir / "predictions.db") as db:
-            found = db.execute("SELECT route, row_index FROM predictions WHERE request_id = ?",
-                               ("grpc-log-1",)).fetchall()
+            found = db.execute("SELECT route, row_index FROM modelport_predictions "
+                               "WHERE request_id = ?", ("grpc-log-1",)).fetchall()
     assert sorted(found) == [("grpc", 0), ("grpc", 1)]
 
 

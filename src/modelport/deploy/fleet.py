@@ -55,11 +55,15 @@ class Balancer:
     """Idle connections kept open to each replica (per nginx worker)."""
     read_timeout_s: int = 35
     """Longest wait for a replica's answer: above the servers' request deadline (30 s)."""
+    grpc_servers: tuple[str, ...] = ()
+    """``host:port`` of every replica's gRPC server (empty: nginx proxies no gRPC)."""
+    grpc_listen: str = "8081"
+    """What nginx listens on for gRPC (HTTP/2 without TLS), when ``grpc_servers`` is set."""
 
     def __post_init__(self) -> None:
         if not self.servers:
             raise ConfigError("the load balancer needs at least one replica")
-        bad = [s for s in self.servers if not _SERVER.match(s)]
+        bad = [s for s in (*self.servers, *self.grpc_servers) if not _SERVER.match(s)]
         if bad:
             raise ConfigError(f"replicas must be host:port, got {bad}")
 

@@ -36,6 +36,8 @@ class BuildOptions:
     """Python minor version (``3.11``) when the base image is derived; default: the model's."""
     port: int = 8000
     """Port the server listens on inside the container."""
+    grpc_port: int = 8081
+    """Port of the Open Inference Protocol over gRPC inside the container (0: none)."""
     targets: tuple[Target, ...] = ("kubernetes",)
     """Deployment targets to render besides the Dockerfile and compose."""
     replicas: int = 2
@@ -66,6 +68,9 @@ class BuildOptions:
         _check(bool(self.image) and not _IMAGE.match(self.image), "image",
                f"'{self.image}' is not an image name (lowercase, no tag)")
         _check(not 1 <= self.port <= 65535, "port", f"{self.port} is not a TCP port")
+        _check(not 0 <= self.grpc_port <= 65535, "grpc-port",
+               f"{self.grpc_port} is not a TCP port (0: no gRPC)")
+        _check(self.grpc_port == self.port, "grpc-port", "must differ from --port")
         _check(self.replicas < 1, "replicas", "must be at least 1")
         _check(self.max_replicas < self.replicas, "max-replicas",
                f"{self.max_replicas} is less than --replicas {self.replicas}")

@@ -88,7 +88,9 @@ def render_bundle(
         "docker-compose.yml": _render("docker-compose.yml.j2", ctx),
         "nginx/nginx.conf": nginx_conf(Balancer(
             tuple(f"{r}:{options.port}" for r in ctx["replica_names"]), listen="8080",
-            resolver="127.0.0.11")),
+            resolver="127.0.0.11", grpc_servers=tuple(
+                f"{r}:{options.grpc_port}" for r in ctx["replica_names"] if options.grpc_port),
+            grpc_listen="8081")),
         "monitoring/prometheus.yml": prometheus_config(
             {r: f"{r}:{options.port}" for r in ctx["replica_names"]}, service=ctx["app"],
             alerts=ctx["alerts"]),
@@ -161,7 +163,7 @@ def _context(package: Package, options: BuildOptions, resources: Resources,
              "example": example, "model_path": f"/models/{app}", "model_dir": MODEL_DIR}
     image_ctx = {"image": image, "registry": registry_of(image),
                  "image_ref": f"{image}:{m.version}", "base_image": options.base(m.python),
-                 "wheel": options.wheel, "port": options.port}
+                 "wheel": options.wheel, "port": options.port, "grpc_port": options.grpc_port}
     sizing = {"resources": resources, "aca": _aca_size(resources),
               "cloud_run": {"cpu": "1", "memory": _mi_at_least(resources.memory_limit, 512)}}
     rollout = {"replicas": options.replicas, "active": options.active_slot,

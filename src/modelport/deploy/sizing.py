@@ -21,7 +21,7 @@ _STEP = 64 * MIB
 _SERVER_OVERHEAD = 96 * MIB
 """uvicorn + FastAPI + prometheus-client, not imported by the measurement itself."""
 _LIBRARY = {"sklearn": "sklearn", "onnx": "onnxruntime", "xgboost": "xgboost",
-            "lightgbm": "lightgbm"}
+            "lightgbm": "lightgbm", "torch": "torch"}
 
 
 @dataclass(frozen=True)

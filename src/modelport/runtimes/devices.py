@@ -16,10 +16,12 @@ import ctypes
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-from modelport.config import Settings
 from modelport.errors import ConfigError
+
+if TYPE_CHECKING:
+    from modelport.config import Settings
 
 __all__ = ["CPU", "DEVICES", "Device", "Placement", "choose", "cuda_device_count",
            "placement_of", "refuse_accelerator"]

@@ -28,6 +28,7 @@ from fastapi.openapi.utils import get_openapi
 from modelport.config import Settings
 from modelport.server.edge import OPEN_PATHS, is_admin_path
 from modelport.server.errors import is_v2
+from modelport.server.fastlane import ModelportApp
 from modelport.server.models import ModelRepository
 from modelport.server.schemas import ErrorBody, V2ErrorBody, meaning
 from modelport.server.schemas_model import (
@@ -47,16 +48,6 @@ from modelport.signature import Signature
 __all__ = ["build_document", "install_openapi"]
 
 Doc = dict[str, Any]
-
-PER_MODEL = {
-    "/predict": "native", "/predict/batch": "bulk",
-    "/models/{name}/predict": "native", "/models/{name}/predict/batch": "bulk",
-    "/models/{name}/versions/{version}/predict": "native",
-    "/models/{name}/versions/{version}/predict/batch": "bulk",
-    "/v1/models/{name}:predict": "v1",
-    "/v2/models/{name}/infer": "v2", "/v2/models/{name}/versions/{version}/infer": "v2",
-}
-"""Prediction routes, whose request body depends on the model: documented per model."""
 
 _REF = "#/components/schemas/"
 _SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
@@ -83,13 +74,14 @@ def build_document(app: FastAPI, repo: ModelRepository, settings: Settings) -> D
         schemas[model.__name__] = model.model_json_schema()
     keys: dict[str, str] = {}
     paths: Doc = {}
+    per_model = _per_model_routes(app)
     for template, item in doc["paths"].items():
-        if template not in PER_MODEL:
+        if template not in per_model:
             paths[template] = item
             continue
         for path, name, sig in _model_paths(template, repo):
             key = _schema_key(name, sig, keys)
-            op = _model_operation(item["post"], name, sig, kind=PER_MODEL[template],
+            op = _model_operation(item["post"], name, sig, kind=per_model[template],
                                   settings=settings, schemas=schemas, key=key)
             op["operationId"] = re.sub(r"\W+", "_", f"{op['operationId']}_{path}")
             op["parameters"] = [p for p in op.get("parameters", ())
@@ -103,6 +95,13 @@ def build_document(app: FastAPI, repo: ModelRepository, settings: Settings) -> D
         schemas.pop(unused, None)
     doc["components"]["securitySchemes"] = _SCHEMES
     return doc
+
+
+def _per_model_routes(app: FastAPI) -> dict[str, str]:
+    """The prediction routes, whose request body depends on the model (documented once per
+    model), with the kind of body each takes: the rows of the app's route tables."""
+    routes = app.fast_routes if isinstance(app, ModelportApp) else ()
+    return {route.path: route.kind for route in routes}
 
 
 def _place(path: str) -> tuple[bool, bool]:

@@ -99,7 +99,9 @@ def _grpc_door(state: AppState, *, reuse_port: bool) -> GrpcDoor | None:
         return None
     from modelport.server.grpc.door import GrpcDoor
 
-    return GrpcDoor(state, reuse_port=reuse_port)
+    # the default port is taken on a best-effort basis; one asked for must be had
+    required = "grpc_port" in state.settings.model_fields_set
+    return GrpcDoor(state, reuse_port=reuse_port, required=required)
 
 
 def worker_app() -> FastAPI:

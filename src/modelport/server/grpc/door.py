@@ -58,9 +58,11 @@ class _Health(HealthServicer):
 class GrpcDoor:
     """One app's gRPC server."""
 
-    def __init__(self, state: AppState, *, reuse_port: bool = False) -> None:
+    def __init__(self, state: AppState, *, reuse_port: bool = False,
+                 required: bool = True) -> None:
         settings = state.settings
         self._state = state
+        self._required = required
         self._address = _address(settings.host, settings.grpc_port)
         self._health = _Health(state)
         self._options = [
@@ -79,13 +81,14 @@ class GrpcDoor:
 
     async def start(self) -> int | None:
         """Bind and start serving; returns the port. A port that cannot be bound is a
-        ``ConfigError`` that says what to do when it was asked for (``--grpc-port``,
-        ``MODELPORT_GRPC_PORT``); the default one (8081) taken by another process only turns
-        gRPC off, with a warning, so that two servers on one host need no gRPC option."""
+        ``ConfigError`` that says what to do when the port was ``required`` (asked for with
+        ``--grpc-port`` or ``MODELPORT_GRPC_PORT``); the default one (8081) taken by another
+        process only turns gRPC off, with a warning, so that two servers on one host need no
+        gRPC option (None is returned)."""
         try:
             return await self._start()
         except ConfigError as exc:
-            if "grpc_port" in self._state.settings.model_fields_set:
+            if self._required:
                 raise
             _log.warning("gRPC is off: %s", exc.message)
             return None

@@ -123,6 +123,7 @@ class InferenceServicer(GRPCInferenceServiceServicer):
             raise NotReady("the server is shutting down: send the request to another replica")
         served = self._plane.resolve(ctx, request.model_name or None,
                                      request.model_version or None)
+        ctx.model, ctx.version = served.name, served.version  # bad input is counted under it
         call = decode_infer(request)
         check_outputs(call.outputs, served.signature)
         batch = to_columns(call.tensors, served.signature,
