@@ -121,6 +121,9 @@ class LoadedModel:
     runtime: Runtime
     package: Package | None = None
     source: str = ""
+    compressed: bool = False
+    """Whether the runtime is the package's compressed copy (INT8/pruned): its answers were
+    accepted within a metric drop, so they need not equal the recorded golden outputs."""
 
     @property
     def signature(self) -> Signature:
@@ -338,7 +341,7 @@ def _load_package(pkg: Package, runtime: str, name: str | None,
     if runtime == "auto" and small is not None:
         rt = load_runtime(pkg.root / small["artifact"], small["flavor"], signature=pkg.signature,
                           placement=placement)
-        return LoadedModel(name or m.name, m.version, rt, pkg, str(pkg.root))
+        return LoadedModel(name or m.name, m.version, rt, pkg, str(pkg.root), compressed=True)
     onnx_ok = bool(m.onnx and m.onnx.get("parity", {}).get("passed"))
     if runtime == "onnx" and not m.onnx:
         raise ConfigError(f"package '{m.name}' has no ONNX artifact; run: modelport optimize "

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from modelport.cli import app
 from modelport.errors import ConfigError
 from modelport.package import load_model, open_package, pack
+from modelport.registry.gate import check_candidate
 from modelport.runtimes import Example
 from modelport.runtimes.torch import TorchRuntime
 from modelport.tools.compress_torch import compress
@@ -101,6 +102,19 @@ def test_a_looser_limit_serves_the_pruned_copy(torch_models: TorchModels,
     assert isinstance(served, TorchRuntime)
     weights = [m.weight for m in served.module.modules() if isinstance(m, torch.nn.Linear)]
     assert all(float((w == 0).float().mean()) == pytest.approx(0.5, abs=0.01) for w in weights)
+
+
+def test_a_served_compressed_copy_passes_the_golden_gate(torch_models: TorchModels,
+                                                         tmp_path: Path) -> None:
+    """Its answers moved within the metric limit, not to the recorded ones: the gate before an
+    alias move checks that it answers its golden inputs, not that it answers them equally."""
+    pkg = _pkg(torch_models, tmp_path, "mlp.pth")
+    compress(pkg, prune=0.5, data=torch_models.path("mlp_data.csv"), target="label",
+             max_metric_drop=0.5)
+    loaded = load_model(pkg)
+    assert loaded.compressed
+    assert check_candidate(loaded) > 0
+    assert not load_model(pkg, runtime="native").compressed
 
 
 def test_torchscript_linear_layers_are_pruned_in_place(torch_models: TorchModels,
