@@ -102,6 +102,45 @@ async def test_the_old_version_is_unloaded_after_the_grace_period(reg: Registry)
     await repo.aclose()
 
 
+class _Outage:
+    """The registry, with its catalog unreachable while ``down`` is set."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry, self.down = registry, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.registry, name)
+
+    def alias_target(self, name: str, alias: str) -> str | None:
+        if self.down:
+            raise ConnectionRefusedError("connection refused")
+        return self.registry.alias_target(name, alias)
+
+
+async def test_an_outage_is_logged_once_and_its_cause_kept_in_the_status(
+        reg: Registry, caplog: pytest.LogCaptureFixture) -> None:
+    outage = _Outage(reg)
+    repo = ModelRepository(Settings())
+    repo.serve(load_ref(reg, "heart@production"))
+    follower = AliasFollower(outage, repo, "heart", "production",  # type: ignore[arg-type]
+                             interval_s=0.01)
+    outage.down = True
+    task = asyncio.create_task(follower.run())
+    await asyncio.sleep(0.2)
+    status = follower.status()
+    assert "registry poll failed" in (status.last_error or "")
+    assert status.serving == "1.0.0"
+    outage.down = False
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    failed = [r for r in caplog.records if "poll failed" in r.getMessage()]
+    back = [r for r in caplog.records if "answers again" in r.getMessage()]
+    assert (len(failed), len(back)) == (1, 1)
+    assert follower.status().last_error is None
+    await repo.aclose()
+
+
 @pytest.mark.slow
 def test_hot_swap_under_load_fails_no_request(reg: Registry, heart_package: Path,
                                               tmp_path: Path, records: list[Any]) -> None:

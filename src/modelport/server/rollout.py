@@ -107,12 +107,30 @@ class AliasFollower:
         return replace(self._status, serving=self.repo.default_version(self.name))
 
     async def run(self) -> None:
-        """Poll until cancelled; a failing poll is logged and retried at the next interval."""
+        """Poll until cancelled; a failing poll is retried at the next interval. An outage is
+        logged when polls start failing (with the traceback) and when they work again, not at
+        every poll; its cause is in :meth:`status` meanwhile."""
+        failing = False
         while True:
             try:
                 await self.check()
-            except Exception:  # the follower must outlive a database outage
-                _log.exception("following %s@%s: poll failed", self.name, self.alias)
+            except Exception as exc:  # the follower must outlive a database outage
+                cause = f"registry poll failed: {type(exc).__name__}: {exc}"
+                self._status = replace(self._status, last_error=cause[:500],
+                                       last_checked=time.time())
+                if not failing:
+                    _log.exception("following %s@%s: poll failed; still serving %s, retrying "
+                                   "every %gs", self.name, self.alias,
+                                   self.repo.default_version(self.name), self.interval_s)
+                failing = True
+            else:
+                if failing:
+                    _log.warning("following %s@%s: the registry answers again",
+                                 self.name, self.alias)
+                    if self._status.last_error and self._status.last_error.startswith(
+                            "registry poll failed"):
+                        self._status = replace(self._status, last_error=None)
+                failing = False
             await asyncio.sleep(self.interval_s)
 
     async def check(self, *, retry: bool = False) -> FollowEvent | None:
