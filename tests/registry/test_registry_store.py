@@ -95,3 +95,33 @@ def test_a_bare_model_file_is_packed_on_push(reg: Registry, heart_model_path: Pa
     record = reg.push(copy, "heart")
     assert (record.version, record.flavor) == ("1.0.0", "sklearn")
     assert load_model(reg.fetch("heart")).version == "1.0.0"
+
+
+def test_replicas_fetching_the_same_version_at_once_never_pull_it_from_each_other(
+        reg: Registry, package: Path) -> None:
+    """Replicas sharing a store check out the same version as they start: a writer that
+    finishes second keeps the first one's checkout rather than moving it aside, so a replica
+    that already holds the path can always read it."""
+    import threading
+
+    reg.push(package, "heart", "1.2.0")
+    problems: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def replica() -> None:
+        start.wait()
+        try:
+            for _ in range(20):
+                path = reg.fetch("heart:1.2.0")
+                open_package(path)
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            problems.append(exc)
+
+    for _ in range(5):
+        shutil.rmtree(reg.store.root / "packages", ignore_errors=True)
+        threads = [threading.Thread(target=replica) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert problems == []

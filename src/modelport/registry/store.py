@@ -137,7 +137,7 @@ class ArtifactStore:
                 shutil.copyfile(src, staging / rel)
             (staging / MANIFEST).write_text(manifest, encoding="utf-8")
             open_package(staging)
-            _swap_in(staging, dest)
+            _swap_in(staging, dest, manifest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if not _is_current(dest, manifest):
@@ -271,9 +271,13 @@ def _is_current(dest: Path, manifest: str) -> bool:
     return True
 
 
-def _swap_in(staging: Path, dest: Path) -> None:
-    """Move ``staging`` to ``dest``; an existing (stale) ``dest`` is moved aside first. Losing a
-    race to another process that wrote the same checkout is fine: the caller re-checks."""
+def _swap_in(staging: Path, dest: Path, manifest: str) -> None:
+    """Move ``staging`` to ``dest``; an existing stale ``dest`` is moved aside first. A current
+    ``dest`` (another process — a replica sharing the store — wrote the same checkout
+    meanwhile) is kept as it is: moving it aside would pull it from under that process's feet.
+    Losing a race is fine: the caller re-checks."""
+    if _is_current(dest, manifest):
+        return
     if dest.exists():
         trash = Path(tempfile.mkdtemp(prefix=".old-", dir=dest.parent))
         with contextlib.suppress(FileNotFoundError):
