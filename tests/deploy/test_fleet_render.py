@@ -42,10 +42,11 @@ def test_compose_runs_n_replicas_behind_nginx(render_to: Render, tmp_path: Path,
     assert set(services) == {*names, "registry-init", "lb", "postgres", "redis", "prometheus",
                              "grafana"}
     assert "ports" not in services["model-1"]  # only the balancer is published
-    assert services["lb"]["ports"] == ["8000:8080"]
+    assert services["lb"]["ports"] == ["8000:8080", "8081:8081"]  # REST and gRPC
     assert set(services["lb"]["depends_on"]) == set(names)
     nginx = (tmp_path / "nginx/nginx.conf").read_text()
     assert re.findall(r"server (model-\d+):8000 ", nginx) == names
+    assert re.findall(r"server (model-\d+):8081 ", nginx) == names
 
 
 def test_replicas_share_the_registry_log_and_cache(render_to: Render, tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def test_dockerfile_has_healthcheck_on_health_and_exec_form_cmd(bundle: Path) ->
     cmd = json.loads(final["CMD"])
     assert cmd == ["modelport", "serve", "/models/heart"]
     assert "MODELPORT_PORT=8000" in final["ENV"] and "MODELPORT_HOST=0.0.0.0" in final["ENV"]
-    assert final["EXPOSE"] == "8000"
+    assert final["EXPOSE"] == "8000 8081"  # REST, and gRPC on the server's default port
 
 
 def test_dockerfile_bakes_model_at_the_path_in_modelport_model(bundle: Path) -> None:

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class Served:
     proc: subprocess.Popen[bytes]
     url: str
     target: str
+    log: Path
+    """The server's stderr (a file: a pipe nobody reads would fill and stall the server)."""
     workdir: Path | None = None
 
     def stop(self) -> int:
@@ -47,8 +50,6 @@ class Served:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
         return code
 
 
@@ -57,17 +58,19 @@ def serving(*args: str, env: dict[str, str] | None = None, ready: bool = True) -
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     port, grpc_port = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelport", "serve", *args, "--port", str(port),
-         "--grpc-port", str(grpc_port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-    served = Served(proc, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}")
+    log = Path(tempfile.mkdtemp(prefix="modelport-grpc-test-")) / "server.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelport", "serve", *args, "--port", str(port),
+             "--grpc-port", str(grpc_port)], stdout=subprocess.DEVNULL, stderr=sink,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    served = Served(proc, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", log)
     deadline = time.monotonic() + 60
     with grpc.insecure_channel(served.target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "died")
+                raise RuntimeError(log.read_text(errors="replace")[-4000:])
             try:
                 answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if answer.status == health_pb2.HealthCheckResponse.SERVING or not ready:

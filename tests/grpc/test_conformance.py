@@ -326,7 +326,7 @@ def test_grpc_calls_count_in_the_request_metrics_with_a_protocol_label(
         server: Served, stub: Any, records: list[dict[str, Any]]) -> None:
     route = {"route": "/inference.GRPCInferenceService/ModelInfer", "protocol": "grpc",
              "model": "heart"}
-    before = scrape(server)
+    before, drift_before = scrape(server), drift_rows(server)
     stub.ModelInfer(typed_request(records[:3]), metadata=METADATA)
     bad = typed_request(records[:1])
     bad.outputs.add(name="logits")
@@ -337,6 +337,12 @@ def test_grpc_calls_count_in_the_request_metrics_with_a_protocol_label(
             before, "modelport_requests_total", status=status, **route) + more
     assert sample(after, "modelport_predictions_total", model="heart") >= sample(
         before, "modelport_predictions_total", model="heart") + 3
+    assert drift_rows(server) == drift_before + 3  # the drift monitor counted the rows
+
+
+def drift_rows(server: Served) -> int:
+    counts = httpx.get(f"{server.url}/monitoring/drift/heart/counts", headers=AUTH).json()
+    return int(counts["total_rows"])
 
 
 def test_grpc_predictions_reach_the_prediction_log(server: Served, stub: Any,

@@ -182,3 +182,12 @@ def test_serve_exits_naming_the_option_when_its_grpc_port_is_taken(heart_package
             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 2
     assert "--grpc-port" in proc.stderr
+
+
+def test_grpc_port_zero_serves_no_grpc(heart_loaded: LoadedModel) -> None:
+    from modelport.server.run import _grpc_door
+
+    assert _grpc_door(_with_settings(heart_loaded, Settings(grpc_port=0)),
+                      reuse_port=False) is None
+    door = _grpc_door(_with_settings(heart_loaded, Settings()), reuse_port=False)
+    assert isinstance(door, GrpcDoor)

@@ -95,6 +95,7 @@ def test_sigterm_drains_grpc_and_rest_together(slow: Served) -> None:
     refused; the process exits 0."""
     with grpc.insecure_channel(slow.target) as channel, cf.ThreadPoolExecutor(1) as pool:
         stub = GRPCInferenceServiceStub(channel)
+        stub.ModelInfer(request(0), timeout=30)  # the model is idle again (earlier tests)
         grpc_calls = [stub.ModelInfer.future(request(i), timeout=30) for i in range(2)]
         rest_call = pool.submit(_rest_call, slow.url, 5)
         _wait_in_flight(slow.url, 3)

@@ -61,7 +61,8 @@ def test_counters_of_two_worker_processes_add_up(tmp_path: Path) -> None:
     for proc in writers:
         _finish(proc)
     scraped = _scrape(tmp_path)
-    labels = {"model": "heart", "version": "1", "route": "/predict", "status": "200"}
+    labels = {"model": "heart", "version": "1", "route": "/predict", "status": "200",
+              "protocol": "rest"}
     assert scraped[("modelport_requests_total", frozenset(labels.items()))] == 750
     del labels["status"]
     assert scraped[("modelport_request_duration_seconds_count", frozenset(labels.items()))] == 750

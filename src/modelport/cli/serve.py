@@ -59,7 +59,8 @@ def serve(
     log_backups: Annotated[int | None, typer.Option(
         help="Rotated log files kept (--log-max-bytes).")] = None,
 ) -> None:
-    """Serve models over REST: native /predict, V2 (Open Inference Protocol) and V1."""
+    """Serve models over REST (native /predict, V2 Open Inference Protocol, V1) and the Open
+    Inference Protocol over gRPC (--grpc-port)."""
     from modelport.config import Settings
     from modelport.errors import ConfigError
     from modelport.runtimes.devices import DEVICES

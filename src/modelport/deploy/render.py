@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelport.config import Settings
 from modelport.deploy.fleet import Balancer, nginx_conf, prometheus_config
 from modelport.deploy.options import BuildOptions, dns_name
 from modelport.deploy.requirements import requirements_txt, serving_pins
@@ -163,7 +164,8 @@ def _context(package: Package, options: BuildOptions, resources: Resources,
              "example": example, "model_path": f"/models/{app}", "model_dir": MODEL_DIR}
     image_ctx = {"image": image, "registry": registry_of(image),
                  "image_ref": f"{image}:{m.version}", "base_image": options.base(m.python),
-                 "wheel": options.wheel, "port": options.port, "grpc_port": options.grpc_port}
+                 "wheel": options.wheel, "port": options.port, "grpc_port": options.grpc_port,
+                 "grpc_port_default": Settings.model_fields["grpc_port"].default}
     sizing = {"resources": resources, "aca": _aca_size(resources),
               "cloud_run": {"cpu": "1", "memory": _mi_at_least(resources.memory_limit, 512)}}
     rollout = {"replicas": options.replicas, "active": options.active_slot,

@@ -45,6 +45,7 @@ _NUMPY = {
     "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
     "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
 }
+_DATATYPE_OF = {dt: name for name, dt in _NUMPY.items()}
 _KINDS = {"BOOL": "b", "UINT": "iu", "INT": "iu", "FP": "iuf"}
 _FEATURE_DT: dict[FeatureType, str] = {"float": "FP64", "int": "INT64", "bool": "BOOL",
                                        "string": "BYTES"}
@@ -311,10 +312,7 @@ def output_datatype(arr: npt.NDArray[Any]) -> str:
     """The V2 datatype of an output array (strings: BYTES)."""
     if arr.dtype.kind in "OUS":
         return "BYTES"
-    for name, dt in _NUMPY.items():
-        if dt == arr.dtype.newbyteorder("<"):
-            return name
-    return "FP64"
+    return _DATATYPE_OF.get(arr.dtype.newbyteorder("<"), "FP64")
 
 
 def encode_response(

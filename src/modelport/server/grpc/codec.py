@@ -34,7 +34,8 @@ from modelport.server.v2codec import (
 from modelport.signature import Signature
 from modelport.types import Outputs
 
-__all__ = ["InferCall", "check_outputs", "decode_infer", "encode_infer", "parameters_of"]
+__all__ = ["InferCall", "check_outputs", "decode_infer", "encode_infer", "parameters_of",
+           "typed_values"]
 
 _FIELDS: dict[str, npt.DTypeLike] = {
     "bool_contents": np.bool_, "int_contents": np.int32, "int64_contents": np.int64,
@@ -49,6 +50,11 @@ _OUTPUT_FIELD = {
     "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
 """Where a typed answer puts an output of each datatype (FP16 has no field: sent as FP32)."""
+_EXACT = {d: f for d, f in _OUTPUT_FIELD.items()
+          if d in ("BOOL", "INT32", "INT64", "UINT32", "UINT64", "BYTES")}
+"""Datatypes whose contents field holds values of exactly that type: nothing to check or cast
+(:func:`typed_values` skips :func:`~modelport.server.v2codec.cast_values` for them; a property
+test holds the two ways equal). Floats still go through it: an infinity does not fit FP64."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class InferCall:
 def parameters_of(params: Mapping[str, Any]) -> dict[str, Any]:
     """An ``InferParameter`` map as plain values."""
     out: dict[str, Any] = {}
+    if not params:
+        return out
     for key, value in params.items():
         choice = value.WhichOneof("parameter_choice")
         out[key] = None if choice is None else getattr(value, choice)
@@ -98,8 +106,8 @@ def _tensor(spec: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, i: i
                            field=f"inputs.{i}")
     count = element_count(name, datatype, shape)
     if raw is None:
-        data = cast_values(_typed_values(spec.contents, datatype, name), datatype, name)
-    elif spec.HasField("contents") and _filled(spec.contents):
+        data = typed_values(spec.contents, datatype, name)
+    elif spec.HasField("contents") and spec.contents.ListFields():
         raise InvalidInput("the input has both contents and raw_input_contents: send one",
                            field=name)
     else:
@@ -107,25 +115,25 @@ def _tensor(spec: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, i: i
     return make_tensor(name, datatype, shape, data, parameters_of(spec.parameters))
 
 
-def _filled(contents: pb.InferTensorContents) -> list[str]:
-    return [f for f in _FIELDS if len(getattr(contents, f))]
-
-
-def _typed_values(contents: pb.InferTensorContents, datatype: str,
-                  name: str) -> npt.NDArray[Any]:
-    """The values of the one contents field that holds any, as numpy (bytes as text)."""
-    filled = _filled(contents)
-    if not filled:
-        return np.empty(0)
+def typed_values(contents: pb.InferTensorContents, datatype: str,
+                 name: str) -> npt.NDArray[Any]:
+    """The values of the one contents field that holds any, as a flat array of ``datatype``
+    (the rules of REST V2's JSON ``data``)."""
+    filled = contents.ListFields()
     if len(filled) > 1:
-        raise InvalidInput(f"the contents hold values in {' and '.join(filled)}: put them in "
-                           f"the one field that suits {datatype}", field=name)
-    values = getattr(contents, filled[0])
-    if filled[0] != "bytes_contents":
-        return np.array(values, dtype=_FIELDS[filled[0]])
+        names = " and ".join(f.name for f, _ in filled)
+        raise InvalidInput(f"the contents hold values in {names}: put them in the one field "
+                           f"that suits {datatype}", field=name)
+    if not filled:
+        return cast_values(np.empty(0, dtype=object if datatype == "BYTES" else float),
+                           datatype, name)
+    field, values = filled[0]
+    if field.name != "bytes_contents":
+        arr = np.array(list(values), dtype=_FIELDS[field.name])
+        return arr if _EXACT.get(datatype) == field.name else cast_values(arr, datatype, name)
     text = [v.decode("utf-8", errors="replace") for v in values]
-    if datatype != "BYTES":
-        return np.array(text)  # strings: the datatype check says the data holds strings
+    if datatype != "BYTES":  # strings: the datatype check says the data holds strings
+        return cast_values(np.array(text), datatype, name)
     arr = np.empty(len(text), dtype=object)
     arr[:] = text
     return arr

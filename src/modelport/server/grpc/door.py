@@ -75,7 +75,8 @@ class GrpcDoor:
         self._interceptors = [KeyInterceptor(keys)] if keys.keys else []
         self._servicer = InferenceServicer(state, keys)
         self._server: aio.Server | None = None
-        self._stopping: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Future[None] | None = None
+        self._refreshing: set[asyncio.Task[None]] = set()
         self.port: int | None = None
         """The port bound (known after :meth:`start`; useful with ``grpc_port`` 0 in tests)."""
 
@@ -117,7 +118,12 @@ class GrpcDoor:
 
     def _refresh_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         """Tell health watchers about a model change (safe from any thread)."""
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._health.refresh()))
+        loop.call_soon_threadsafe(self._refresh_task, loop)
+
+    def _refresh_task(self, loop: asyncio.AbstractEventLoop) -> None:
+        task = loop.create_task(self._health.refresh())
+        self._refreshing.add(task)  # a task nobody holds may be collected before it ran
+        task.add_done_callback(self._refreshing.discard)
 
     async def stop(self, grace: float | None) -> None:
         """Drain: NOT_SERVING, no new calls, calls in flight finish within ``grace`` seconds
