@@ -163,7 +163,8 @@ def start(pkg: Path, cpu: int | None, tmp: Path) -> tuple[subprocess.Popen[bytes
     if cpu is not None:
         argv = ["taskset", "-c", str(cpu), *argv]
     log = (tmp / "server.log").open("wb")
-    proc = subprocess.Popen(argv, cwd=tmp, stdout=log, stderr=log)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}  # this checkout's code
+    proc = subprocess.Popen(argv, cwd=tmp, env=env, stdout=log, stderr=log)
     log.close()
     http, grpc_at = f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
     deadline = time.monotonic() + 120

@@ -1,6 +1,6 @@
 """HTTP serving throughput: modelport against a tutorial FastAPI server and the FastAPI floor.
 
-    .venv/bin/python benchmarks/serving.py [--quick] [--duration S]
+    .venv/bin/python benchmarks/serving.py [--quick] [--duration S] [--against REF]
 
 One run, one machine, in this order:
 
@@ -24,6 +24,11 @@ One run, one machine, in this order:
 5. prints req/s, rows/s, p50, p99, errors and ratios to the baseline and to the floor, the
    RSS of each server after the load, and which of the issue's targets were met; writes it all
    as JSON into ``benchmarks/results/``.
+
+``--against REF`` (a commit, branch or tag) also serves the same package with the code of REF
+(checked out with ``git worktree`` into the temporary folder), as ``modelport-native@REF`` and
+``modelport-onnx@REF``, in the same rounds, and prints each cell's ratio of this tree to REF:
+the before/after comparison of a change, measured in one run.
 
 Every cell runs in each of 3 rounds (5 s each, after a 1 s warm-up) and the table shows the
 medians: a full run takes about 6 minutes. ``--quick`` runs one round of 3 s cells.
@@ -108,6 +113,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round of 3 s cells")
     parser.add_argument("--duration", type=int, help="whole seconds per cell (default 5)")
     parser.add_argument("--rounds", type=int, help="rounds over every cell (default 3)")
+    parser.add_argument("--against", metavar="REF",
+                        help="also serve the code of this git commit/branch: before vs after")
     args = parser.parse_args()
     duration = float(max(1, args.duration or (3 if args.quick else 5)))
     rounds = max(1, args.rounds or (1 if args.quick else 3))
@@ -118,6 +125,9 @@ def main() -> None:
         tmp = Path(name)
         pkg, model_path, rows = prepare(tmp)
         servers = make_servers(pkg, model_path)
+        if args.against:
+            servers += before_servers(servers, checkout(args.against, tmp / "before"),
+                                      args.against)
         try:
             for s in servers:
                 start(s, server_cpu, tmp)
@@ -130,7 +140,24 @@ def main() -> None:
         finally:
             for s in servers:
                 stop(s)
-    report(runs, rss, duration=duration, pinned=server_cpu is not None, cpus=len(cpus))
+            if args.against:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                str(tmp / "before")], check=False, capture_output=True)
+    report(runs, rss, duration=duration, pinned=server_cpu is not None, cpus=len(cpus),
+           against=args.against)
+
+
+def checkout(ref: str, where: Path) -> Path:
+    """The source folder of ``ref``, checked out (detached) into ``where``."""
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref],
+                   check=True, capture_output=True)
+    return where / "src"
+
+
+def before_servers(servers: list[Server], src: Path, ref: str) -> list[Server]:
+    """The modelport servers again, running the code in ``src`` (the ``--against`` ref)."""
+    return [replace(s, name=f"{s.name}@{ref}", env={**s.env, "PYTHONPATH": str(src)})
+            for s in servers if s.name.startswith("modelport")]
 
 
 def find_wrk() -> str:
@@ -173,14 +200,15 @@ def make_servers(pkg: Path, model_path: Path) -> list[Server]:
     uvicorn = [str(BIN / "python"), "-m", "uvicorn", "--app-dir", str(APPS), "--host",
                "127.0.0.1", "--loop", "uvloop", "--http", "httptools"]
     modelport = [str(BIN / "modelport"), "serve", str(pkg), "--host", "127.0.0.1"]
+    this_tree = {"PYTHONPATH": str(ROOT / "src")}  # this checkout's code, whatever is installed
     return [
         Server("baseline", [*uvicorn, "tutorial:app"], "/predict", "/predict/batch", True,
                env={"BENCH_MODEL": str(model_path)}),
         Server("floor", [*uvicorn, "floor:app"], "/predict", "/predict/batch", False),
         Server("modelport-native", [*modelport, "--runtime", "native"], "/predict", "/predict",
-               True),
+               True, env=this_tree),
         Server("modelport-onnx", [*modelport, "--runtime", "onnx"], "/predict", "/predict", True,
-               tolerance=1e-4),
+               tolerance=1e-4, env=this_tree),
     ]
 
 
@@ -358,7 +386,7 @@ def rss_mb(server: Server) -> float:
 
 
 def report(runs: list[list[Cell]], rss: dict[str, float], *, duration: float, pinned: bool,
-           cpus: int) -> None:
+           cpus: int, against: str | None = None) -> None:
     """Print the median table and the targets; write the JSON (with every round's cells)."""
     cells = median_cells(runs)
     where = ("servers on CPU 0, wrk on CPU 1" if pinned else
@@ -378,6 +406,8 @@ def report(runs: list[list[Cell]], rss: dict[str, float], *, duration: float, pi
           "(modelport's inference-duration metric).")
     print("\nRSS after load (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
     targets = check_targets(by, rss)
+    if against:
+        targets += before_after(by, against)
     print("\ntargets (issue 3):")
     for text, ok in targets:
         print(f"  [{'met' if ok else 'MISSED'}] {text}")
@@ -391,6 +421,22 @@ def report(runs: list[list[Cell]], rss: dict[str, float], *, duration: float, pi
     tmp.write_text(json.dumps(doc, indent=2))
     os.replace(tmp, out)
     print(f"\nwrote {out.relative_to(ROOT)}")
+
+
+def before_after(by: dict[tuple[str, str], Cell], ref: str) -> list[tuple[str, bool]]:
+    """Each modelport cell against the same cell served by ``ref``'s code: req/s and p99
+    ratios (this tree / ref), and whether req/s stayed within 5 %."""
+    print(f"\nthis tree / {ref}, per cell (req/s ratio; p99 ratio):")
+    out = []
+    for (workload, server), c in by.items():
+        before = by.get((workload, f"{server}@{ref}"))
+        if before is None:
+            continue
+        ratio, p99 = c.req_s / before.req_s, c.p99_ms / before.p99_ms
+        print(f"  {workload:14} {server:17} {ratio:6.3f}x req/s  {p99:6.3f}x p99")
+        out.append((f"{workload} {server}: {ratio:.3f}x {ref}'s req/s (>= 0.95)",
+                    ratio >= 0.95))
+    return out
 
 
 def check_targets(by: dict[tuple[str, str], Cell], rss: dict[str, float]) -> list[tuple[str,

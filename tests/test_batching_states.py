@@ -8,6 +8,7 @@ and filling from not.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from typing import Any
@@ -233,12 +234,70 @@ async def test_row_12_aclose_lets_queued_requests_finish_then_closes() -> None:
         await b.submit(rows(3))
 
 
+async def _stream(b: MicroBatcher, n: int, gap_s: float = 0.0) -> None:
+    """``n`` requests back to back, each awaited before the next (a closed-loop client)."""
+    for i in range(n):
+        await b.submit(rows(i))
+        await asyncio.sleep(gap_s)  # its next request comes in a later turn of the loop
+
+
+async def test_row_13_a_stream_of_back_to_back_requests_gets_a_probe_queued() -> None:
+    model = Model()
+    b = await cheap(model, max_wait_s=1.0)
+    await _stream(b, batching.PROBE_STREAK)
+    assert b.queued == 0 and model.threads == [LOOP] * batching.PROBE_STREAK  # each alone
+    probe = asyncio.ensure_future(b.submit(rows(5)))
+    await asyncio.sleep(0)
+    assert b.queued == 1  # queued, not answered alone: it looks for company
+    assert (await probe).predictions.tolist() == [10.0]
+    await b.aclose()
+
+
+async def test_row_14_a_probe_that_finds_company_makes_the_load_sustained() -> None:
+    model = Model()
+    seen: list[BatchStats] = []
+    b = await cheap(model, max_wait_s=1.0, on_batch=seen.append)
+    await _stream(b, batching.PROBE_STREAK)
+    answers = await _trickle(b, 4)  # one per turn, as grpc.aio hands calls over
+    assert [a.predictions.tolist() for a in answers] == [[0.0], [2.0], [4.0], [6.0]]
+    assert seen[-1].requests > 1  # the probe waited for the trickle: sustained from now on
+    await b.aclose()
+
+
+async def test_row_14_a_lonely_probe_backs_off_doubling_up_to_the_cap() -> None:
+    model = Model()
+    seen: list[BatchStats] = []
+    b = await cheap(model, max_wait_s=0.5, on_batch=seen.append)
+    await _stream(b, 700)  # a closed-loop client: no company ever comes
+    queued = [i for i, s in enumerate(seen[1:]) if s.queue_delay_s > 0]  # the probes
+    gaps = [later - earlier - 1 for earlier, later in itertools.pairwise(queued)]
+    assert gaps[:5] == [2, 4, 8, 16, 32]  # requests answered alone between probes
+    assert max(gaps) == batching.PROBE_EVERY_MAX and len(queued) < 0.03 * len(seen)
+    assert all(s.requests == 1 for s in seen)  # nothing was held back for company
+    await b.aclose()
+
+
+async def test_row_5_requests_one_per_turn_and_spaced_are_batched_at_their_pace() -> None:
+    model = Model()
+    seen: list[BatchStats] = []
+    b = await _sustained(model, max_wait_s=1.0)
+    b._on_batch = seen.append
+    tasks = []
+    for i in range(30):  # far more than two turns apart, at a steady pace
+        tasks.append(asyncio.ensure_future(b.submit(rows(i))))
+        await asyncio.sleep(0.002)
+    await asyncio.gather(*tasks)
+    assert sum(s.requests for s in seen) == 30
+    assert max(s.requests for s in seen) > 1  # the drain waited for the next ones
+    await b.aclose()
+
+
 def test_the_docstring_table_has_a_test_per_row() -> None:
     doc = batching.__doc__ or ""
     table = [line.split()[0] for line in doc.splitlines()
              if line[:6].strip().isdigit() and line.startswith("    ")]
     tested = {part for name in globals() if name.startswith("test_row")
               for part in name.removeprefix("test_row").split("_")[:4] if part.isdigit()}
-    assert table == [str(n) for n in range(1, 13)]
+    assert table == [str(n) for n in range(1, 15)]
     assert tested == set(table), sorted(set(table) - tested, key=int)
 

@@ -8,6 +8,17 @@ arriving requests queue up and the next call takes all of them. Under sustained 
 previous call was a real batch) the batcher lets a few more turns pass, while new requests keep
 arriving and for at most ``max_wait_s``, to fill the batch; it never idles waiting.
 
+Not every front door delivers a wave of requests in one turn: grpc.aio hands the app one call
+per turn, several turns apart, so a loaded gRPC server would answer every request alone (one
+model call each; at c=64 that halved its throughput). So the batcher also watches the pace of
+arrivals: in a stream of requests each back to back with the previous one (within
+``max_wait_s``; more than ``PROBE_STREAK`` in a row) one is now and then queued as a *probe*,
+and the drain waits, for at most ``max_wait_s``, while requests keep coming at their usual
+pace. A probe that found company puts the batcher under sustained load, where every drain
+waits that way; a probe that found none is answered alone (at most ``max_wait_s`` late) and
+the next probe comes after twice as many requests, up to one in ``PROBE_EVERY_MAX``: a
+closed-loop client at c=1 pays it on well under 1 % of its requests.
+
 Calls that are known to be cheap (their moving average is under ``inline_below_s``) run on the
 event loop itself, because a thread hop would cost more than the model; others run on one
 model thread, timed there so that a busy event loop does not make a cheap model look slow.
@@ -27,17 +38,19 @@ has one test per row::
     1   any             submit     max_queue requests queued     Overloaded (503, Retry-   same
                                                                  After)
     2   idle            submit     cheap; max_batch_size rows    the model called on the   idle
-                                   or more, or light load and    loop for this request
-                                   none answered alone this      alone
-                                   turn
+                                   or more, or light load, none  loop for this request
+                                   answered alone this turn and  alone
+                                   no probe due
     3   idle            submit     otherwise                     queue it; drain on the    queued
                                                                  next turn
     4   not idle        submit     -                             queue it (it joins the    same
                                                                  next call)
-    5   queued          drain      sustained load; the queue     look again two turns      filling
-                                   grew; its oldest waited <     later
-                                   max_wait_s; < max_batch_size
-                                   rows queued
+    5   queued          drain      sustained load or a probe;    look again two turns      filling
+                                   the queue grew, or the last   later
+                                   request came within twice
+                                   the usual gap; its oldest
+                                   waited < max_wait_s;
+                                   < max_batch_size rows queued
     6   queued/filling  drain      every queued request expired  nothing                   idle
     7   queued/filling  drain      cheap                         one call on the loop for  as row 9
                                                                  up to max_batch_size
@@ -53,6 +66,15 @@ has one test per row::
                         raises     requests                      the failing one fails
     12  any             aclose     -                             wait until idle; stop the closed
                                                                  model thread
+    13  idle            submit     cheap; light load; the last   queue it as a probe;      queued
+                                   PROBE_STREAK arrivals back    drain on the next turn
+                                   to back; the backoff of the
+                                   last failed probe is over
+    14  computing       call done  the call was a probe          it served several:        as row 9
+                                                                 sustained load; one: the
+                                                                 next probe waits for twice
+                                                                 as many requests (at most
+                                                                 PROBE_EVERY_MAX)
 """
 
 from __future__ import annotations
@@ -67,9 +89,13 @@ from dataclasses import dataclass
 from modelport.errors import Overloaded, PredictionError, RequestTimeout
 from modelport.types import Columns, Outputs
 
-__all__ = ["BatchStats", "MicroBatcher"]
+__all__ = ["PROBE_EVERY_MAX", "PROBE_STREAK", "BatchStats", "MicroBatcher"]
 
 PredictFn = Callable[[Columns], Outputs]
+PROBE_EVERY_MAX = 256
+"""After failed probes, at most one request in this many is queued to look for company."""
+PROBE_STREAK = 8
+"""Back-to-back arrivals in a row before a probe (a few quick requests are not load)."""
 _Result = Outputs | Exception
 
 
@@ -117,6 +143,12 @@ class MicroBatcher:
         self._busy = False  # a model call is running (or a drain is scheduled)
         self._seen = 0  # queue length at the last look, to tell whether requests still arrive
         self._turn_taken = False  # a request was answered alone in this turn of the loop
+        self._last_arrival = 0.0  # when the last request was submitted (perf_counter)
+        self._gap_ewma_s = 0.0  # the usual gap between back-to-back arrivals
+        self._streak = 0  # back-to-back arrivals in a row
+        self._probing = False  # the queued batch is a probe (row 3a)
+        self._probe_skip = 0  # requests to answer alone before the next probe
+        self._probe_backoff = 1
 
     @property
     def queued(self) -> int:
@@ -129,10 +161,18 @@ class MicroBatcher:
             raise Overloaded(f"{len(self._queue)} requests are waiting for the model; retry "
                              "shortly", retry_after=1.0)
         loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        gap, self._last_arrival = now - self._last_arrival, now
+        if gap < self.max_wait_s:
+            ewma = self._gap_ewma_s
+            self._gap_ewma_s = gap if ewma == 0.0 else 0.9 * ewma + 0.1 * gap
+            self._streak += 1
+        else:
+            self._streak = 0
         if self._alone(batch.n_rows):
             return self._run_alone(loop, batch)
         future: asyncio.Future[Outputs] = loop.create_future()
-        self._queue.append(_Pending(batch, future, time.perf_counter()))
+        self._queue.append(_Pending(batch, future, now))
         if not self._busy:
             self._busy = True
             loop.call_soon(self._drain, loop)
@@ -147,12 +187,21 @@ class MicroBatcher:
     def _alone(self, rows: int) -> bool:
         """Whether this request can be answered right here: the model is idle and cheap, and
         either the request fills a call by itself or (a batch could still form) the last call
-        was not a batch (no sustained load) and no other request came this turn."""
+        was not a batch (no sustained load), no other request came this turn and no probe is
+        due (row 3a)."""
         ewma = self._call_ewma_s
         if self._busy or ewma is None or ewma >= self.inline_below_s:
             return False
-        return rows >= self.max_batch_size or (not self._turn_taken
-                                               and self._last_batch_requests <= 1)
+        if rows >= self.max_batch_size:
+            return True
+        if self._turn_taken or self._last_batch_requests > 1:
+            return False
+        if self._streak > PROBE_STREAK:
+            if self._probe_skip <= 0:
+                self._probing = True
+                return False
+            self._probe_skip -= 1
+        return True
 
     def _run_alone(self, loop: asyncio.AbstractEventLoop, batch: Columns) -> Outputs:
         """One request, one call, no queue: the idle server's path (no batching penalty)."""
@@ -199,12 +248,18 @@ class MicroBatcher:
                                                                                     taken)))
 
     def _should_fill(self) -> bool:
-        """Under sustained load, wait one more turn while the queue still grows."""
-        if self._last_batch_requests <= 1 or self.max_wait_s <= 0 or not self._queue:
+        """Under sustained load or for a probe, wait one more turn while the queue still grows
+        or requests keep coming at their usual pace (row 5)."""
+        if self.max_wait_s <= 0 or not self._queue or not (
+                self._probing or self._last_batch_requests > 1):
             return False
         growing, self._seen = len(self._queue) > self._seen, len(self._queue)
-        waited = time.perf_counter() - self._queue[0].enqueued
-        return growing and waited < self.max_wait_s and self._rows_queued() < self.max_batch_size
+        now = time.perf_counter()
+        if now - self._queue[0].enqueued >= self.max_wait_s:
+            return False
+        if self._rows_queued() >= self.max_batch_size:
+            return False
+        return growing or now - self._last_arrival < 2 * self._gap_ewma_s
 
     def _rows_queued(self) -> int:
         return sum(p.batch.n_rows for p in self._queue)
@@ -264,6 +319,13 @@ class MicroBatcher:
         ewma = self._call_ewma_s
         self._call_ewma_s = inference if ewma is None else 0.8 * ewma + 0.2 * inference
         self._last_batch_requests = requests
+        if self._probing:
+            self._probing = False
+            if requests > 1:  # company came: sustained load from now on
+                self._probe_backoff = 1
+            else:
+                self._probe_backoff = min(2 * self._probe_backoff, PROBE_EVERY_MAX)
+                self._probe_skip = self._probe_backoff
         if self._on_batch is not None:
             self._on_batch(BatchStats(requests, rows, delay, inference))
 
