@@ -292,6 +292,21 @@ async def test_row_5_requests_one_per_turn_and_spaced_are_batched_at_their_pace(
     await b.aclose()
 
 
+async def test_row_5_a_wave_read_in_one_turn_is_not_held_for_the_pace() -> None:
+    model = Model()
+    b = await _sustained(model, max_wait_s=1.0)
+    for i in range(20):  # a steady pace of 5 ms: twice that is the window for one-per-turn
+        await asyncio.gather(b.submit(rows(i)), asyncio.sleep(0.005))
+    await asyncio.gather(*(b.submit(rows(v)) for v in (1, 2, 3)))  # a batch: sustained load
+    model.calls.clear()
+    wave = [asyncio.ensure_future(b.submit(rows(v))) for v in (1, 2, 3)]  # one turn (REST)
+    await asyncio.sleep(0.001)
+    late = asyncio.ensure_future(b.submit(rows(4)))
+    await asyncio.gather(*wave, late)
+    assert model.calls == [3, 1]  # the wave went without waiting out the pace window
+    await b.aclose()
+
+
 def test_the_docstring_table_has_a_test_per_row() -> None:
     doc = batching.__doc__ or ""
     table = [line.split()[0] for line in doc.splitlines()

@@ -46,11 +46,12 @@ has one test per row::
     4   not idle        submit     -                             queue it (it joins the    same
                                                                  next call)
     5   queued          drain      sustained load or a probe;    look again two turns      filling
-                                   the queue grew, or the last   later
-                                   request came within twice
-                                   the usual gap; its oldest
-                                   waited < max_wait_s;
-                                   < max_batch_size rows queued
+                                   the queue grew, or (no two    later
+                                   queued in one turn) the last
+                                   came within twice the usual
+                                   gap; its oldest waited <
+                                   max_wait_s; < max_batch_size
+                                   rows queued
     6   queued/filling  drain      every queued request expired  nothing                   idle
     7   queued/filling  drain      cheap                         one call on the loop for  as row 9
                                                                  up to max_batch_size
@@ -143,6 +144,8 @@ class MicroBatcher:
         self._busy = False  # a model call is running (or a drain is scheduled)
         self._seen = 0  # queue length at the last look, to tell whether requests still arrive
         self._turn_taken = False  # a request was answered alone in this turn of the loop
+        self._queued_this_turn = False  # a request was queued in this turn of the loop
+        self._wave = False  # two requests queued in one turn since the last call was taken
         self._last_arrival = 0.0  # when the last request was submitted (perf_counter)
         self._gap_ewma_s = 0.0  # the usual gap between back-to-back arrivals
         self._streak = 0  # back-to-back arrivals in a row
@@ -173,6 +176,11 @@ class MicroBatcher:
             return self._run_alone(loop, batch)
         future: asyncio.Future[Outputs] = loop.create_future()
         self._queue.append(_Pending(batch, future, now))
+        if self._queued_this_turn:
+            self._wave = True  # arrivals come in waves (REST): the queue's growth tells load
+        else:
+            self._queued_this_turn = True
+            loop.call_soon(self._new_turn)
         if not self._busy:
             self._busy = True
             loop.call_soon(self._drain, loop)
@@ -214,7 +222,7 @@ class MicroBatcher:
         return result
 
     def _new_turn(self) -> None:
-        self._turn_taken = False
+        self._turn_taken = self._queued_this_turn = False
 
     async def aclose(self) -> None:
         """Stop after the queue drained (used on shutdown and hot swap)."""
@@ -259,7 +267,11 @@ class MicroBatcher:
             return False
         if self._rows_queued() >= self.max_batch_size:
             return False
-        return growing or now - self._last_arrival < 2 * self._gap_ewma_s
+        if growing:
+            return True
+        # one request per turn (gRPC): wait while they keep their pace; waves (REST) were all
+        # read in their turn, so a queue that stopped growing has all it will get
+        return not self._wave and now - self._last_arrival < 2 * self._gap_ewma_s
 
     def _rows_queued(self) -> int:
         return sum(p.batch.n_rows for p in self._queue)
@@ -277,6 +289,7 @@ class MicroBatcher:
             taken.append(self._queue.popleft())
             rows += head.batch.n_rows
         self._seen = 0
+        self._wave = False
         return taken
 
     def _compute(self, batches: list[Columns]) -> tuple[list[_Result], float]:
