@@ -9,7 +9,8 @@ import sys
 import modelport
 
 HEAVY = ["fastapi", "starlette", "uvicorn", "sklearn", "onnxruntime", "xgboost", "lightgbm",
-         "pandas", "scipy", "prometheus_client", "sqlalchemy", "torch", "dask"]
+         "pandas", "scipy", "prometheus_client", "sqlalchemy", "torch", "dask", "shap",
+         "opentelemetry"]
 
 
 def test_import_modelport_imports_no_framework_or_backend() -> None:
@@ -25,6 +26,6 @@ def test_public_names_are_exactly_all() -> None:
     public = {n for n in dir(modelport) if not n.startswith("_")} - {
         "errors", "types", "signature", "config", "runtimes", "package", "golden", "batching",
         "server", "monitoring", "registry", "traffic", "deploy", "tools", "cli", "cache",
-        "annotations"}
+        "explain", "annotations", "mlflow_model"}
     assert public == set(modelport.__all__) - {"__version__"}
     assert modelport.__all__ == sorted(modelport.__all__, key=lambda n: (n.startswith("_"), n))

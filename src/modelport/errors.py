@@ -17,6 +17,7 @@ into an exit code once; nothing here imports a web framework.
     ├── PayloadTooLarge (413)
     ├── NotReady (503)                model still loading / warming up
     ├── Overloaded (503)              queue full; carries ``retry_after`` seconds
+    │   └── RateLimited (429)         over a route's rate limit (explanations); ``retry_after``
     ├── RequestTimeout (504)          the request waited longer than its deadline
     ├── PredictionError (500)         the model raised at predict time
     │   └── NonFiniteOutput (500)     the model answered NaN or infinity
@@ -46,6 +47,7 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "PredictionError",
+    "RateLimited",
     "RequestTimeout",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -138,6 +140,13 @@ class Overloaded(ModelportError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(Overloaded):
+    """More requests than a route's rate limit allows (the explanation route); the client
+    should retry after ``retry_after`` seconds."""
+
+    status = 429
 
 
 class RequestTimeout(ModelportError):

@@ -13,7 +13,8 @@
 :func:`open_package` verifies every sha256 before anything is unpickled; a tampered package is
 refused with :class:`~modelport.errors.IntegrityError`. :func:`pack` records golden rows always
 (see :mod:`modelport.golden`) and refuses a model that fails them. :func:`load_model` accepts a
-bare model file, a package directory or an MLServer ``model-settings.json``.
+bare model file, a package directory, an MLServer ``model-settings.json`` or an MLflow model
+directory (:mod:`modelport.mlflow_model`; :func:`pack` turns one into a package).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelport import golden as _golden
 from modelport.errors import ConfigError, IntegrityError, InvalidInput, ModelLoadError
+from modelport.mlflow_model import (
+    check_requirements,
+    golden_rows,
+    is_mlflow_dir,
+    load_runtime_of,
+    read_mlflow_dir,
+)
 from modelport.runtimes import Example, Runtime, detect_flavor, library_versions, load_runtime
 from modelport.runtimes.devices import Placement
 from modelport.signature import Feature, Signature
@@ -51,6 +60,9 @@ __all__ = [
 ]
 
 MANIFEST = "modelport.yaml"
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader where PyYAML has it: a manifest parses in about a tenth of the time,
+which models loaded on demand (``--max-models``) pay at every load."""
 FORMAT_VERSION = 1
 _log = logging.getLogger("modelport")
 
@@ -87,6 +99,9 @@ class Package:
 
     root: Path
     manifest: Manifest
+    golden_rows: dict[str, Any] | None = None
+    """Golden rows held in memory (an MLflow model directory's input example, answered at
+    load), in place of a ``golden.json`` file."""
 
     @property
     def artifact_path(self) -> Path:
@@ -106,6 +121,8 @@ class Package:
 
     def golden(self) -> dict[str, Any] | None:
         """Golden requests and the outputs recorded at pack time."""
+        if self.golden_rows is not None:
+            return self.golden_rows
         if self.manifest.golden is None:
             return None
         data: dict[str, Any] = json.loads((self.root / self.manifest.golden).read_text())
@@ -147,7 +164,8 @@ def open_package(root: Path, *, verify: bool = True) -> Package:
         raise ConfigError(f"'{root}' is not a model package (no {MANIFEST}); "
                           "make one with: modelport pack MODEL --name NAME")
     try:
-        manifest = Manifest.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        manifest = Manifest.model_validate(yaml.load(path.read_text(encoding="utf-8"),
+                                                     Loader=_SAFE_LOADER))
     except (yaml.YAMLError, ValidationError) as exc:
         raise ModelLoadError(f"'{path}' is not a valid package manifest: {exc}") from exc
     if verify:
@@ -175,6 +193,7 @@ def pack(
     signature: Signature | None = None,
     target: str | None = None,
     example: Example | None = None,
+    trusted: Sequence[str] = (),
 ) -> Package:
     """Write a package for ``model`` into ``out`` (created atomically: all or nothing).
 
@@ -182,19 +201,25 @@ def pack(
     provides golden rows (without it they are generated from the signature); ``target`` names
     its label column, dropped from the features. A model that raises on a golden row or answers
     it with NaN/inf is refused (:class:`~modelport.errors.GoldenCheckFailed`): nothing is
-    written. ``example`` describes a torch model's input tensors (kept as its sidecar).
+    written. ``example`` describes a torch model's input tensors (kept as its sidecar);
+    ``trusted`` names the types of a ``.skops`` file trusted beyond skops' own.
     """
+    records: list[dict[str, Any]] = []
+    if is_mlflow_dir(model):
+        model, flavor, signature, records = _mlflow_artifact(model, flavor, signature, trusted)
     flavor = flavor or detect_flavor(model)
-    runtime = load_runtime(model, flavor, signature=signature, example=example)
+    runtime = load_runtime(model, flavor, signature=signature, example=example, trusted=trusted)
     sig = runtime.signature
     frame = None if reference is None else read_table(reference)
     if frame is not None:
         frame = frame.drop(columns=[c for c in (target,) if c and c in frame.columns])
         sig = refine_signature(sig, frame)
-        runtime = load_runtime(model, flavor, signature=sig, example=example)
+        runtime = load_runtime(model, flavor, signature=sig, example=example, trusted=trusted)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"'{out}' exists and is not empty; choose a new --out")
-    golden = _golden.for_package(runtime, frame, what=f"{name}:{version} ({model.name})")
+    what = f"{name}:{version} ({model.name})"
+    golden = (_golden.record(runtime, records, what=what) if frame is None and records
+              else _golden.for_package(runtime, frame, what=what))
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -315,11 +340,15 @@ def load_model(
     runtime: Literal["auto", "native", "onnx"] = "auto",
     name: str | None = None,
     placement: Placement | None = None,
+    trusted: Sequence[str] = (),
 ) -> LoadedModel:
     """Load a model file, a package directory or an MLServer ``model-settings.json``, on the
-    device ``placement`` allows (default: the CPU)."""
+    device ``placement`` allows (default: the CPU); ``trusted``: types of a ``.skops`` file
+    the operator trusts beyond skops' own."""
+    if is_mlflow_dir(target):
+        return load_mlflow(target, name=name, placement=placement, trusted=trusted)
     if target.is_dir():
-        return _load_package(open_package(target), runtime, name, placement)
+        return _load_package(open_package(target), runtime, name, placement, trusted)
     if not target.is_file():
         raise ConfigError(f"'{target}' does not exist")
     if target.name == "model-settings.json":
@@ -330,12 +359,13 @@ def load_model(
             "loading '%s': pickle/joblib files run code when loaded; load only files you trust. "
             "A verified package (modelport pack) checks sha256s first; ONNX (modelport optimize)"
             " or skops avoid pickles altogether.", target.name)
-    rt = load_runtime(target, flavor, placement=placement)
+    rt = load_runtime(target, flavor, placement=placement, trusted=trusted)
     return LoadedModel(name or _model_name(target), "1", rt, None, str(target))
 
 
 def _load_package(pkg: Package, runtime: str, name: str | None,
-                  placement: Placement | None = None) -> LoadedModel:
+                  placement: Placement | None = None, trusted: Sequence[str] = ()
+                  ) -> LoadedModel:
     m = pkg.manifest
     small = m.compressed if m.compressed and m.compressed.get("served") else None
     if runtime == "auto" and small is not None:
@@ -353,8 +383,57 @@ def _load_package(pkg: Package, runtime: str, name: str | None,
                           placement=placement)
     else:
         rt = load_runtime(pkg.artifact_path, m.flavor, signature=pkg.signature,
-                          placement=placement)
+                          placement=placement, trusted=trusted)
     return LoadedModel(name or m.name, m.version, rt, pkg, str(pkg.root))
+
+
+def _mlflow_artifact(root: Path, flavor: str | None, signature: Signature | None,
+                    trusted: Sequence[str]) -> tuple[Path, str, Signature, list[dict[str, Any]]]:
+    """What :func:`pack` takes from an MLflow model directory: its flavor's artifact file,
+    flavor and signature (the MLmodel file's), and its input example as records."""
+    mm = read_mlflow_dir(root)
+    if mm.flavor == "pyfunc":
+        raise ConfigError(f"'{root}' is an MLflow python_function model: pack takes the "
+                          "sklearn, xgboost, lightgbm and onnx flavors; serve the directory "
+                          f"as it is instead: modelport serve {root}")
+    check_requirements(mm)
+    rt = load_runtime_of(mm, trusted=trusted)
+    sig = signature or rt.signature
+    return mm.artifact, flavor or mm.flavor, sig, mm.example_records(sig)
+
+
+def load_mlflow(root: Path, *, name: str | None = None, version: str = "1",
+                placement: Placement | None = None, trusted: Sequence[str] = ()) -> LoadedModel:
+    """Serve an MLflow model directory as it is (see :mod:`modelport.mlflow_model`): its
+    flavor's artifact loaded by modelport's runtime, the MLmodel signature, and its input
+    example as golden rows (answered now; refused when the model raises or answers NaN/inf on
+    them). Library versions that differ from its requirements are warned about."""
+    mm = read_mlflow_dir(root)
+    check_requirements(mm)
+    if mm.flavor == "sklearn":
+        _log.warning("loading '%s': its %s is a pickle, which runs code when loaded; load only "
+                     "models you trust (mlflow.sklearn.save_model(..., serialization_format="
+                     "'skops') writes one that holds no code)", root, mm.artifact.name)
+    rt = load_runtime_of(mm, placement=placement, trusted=trusted)
+    name = name or _mlflow_name(root)
+    golden = golden_rows(rt, mm, what=f"{name}:{version} ({root})")
+    artifact = "." if mm.artifact == root else str(mm.artifact.relative_to(root))
+    manifest = Manifest.model_construct(
+        format=FORMAT_VERSION, name=name, version=version, flavor=rt.flavor, artifact=artifact,
+        created=mm.created, python=mm.python or "", libraries=dict(mm.requirements),
+        signature=rt.signature.to_dict(), files={}, reference=None, golden=None, onnx=None,
+        compressed=None, metrics={}, mlflow={"flavor": mm.mlflow_flavor,
+                                             "mlflow_version": mm.mlflow_version})
+    return LoadedModel(name, version, rt, Package(root, manifest, golden), str(root))
+
+
+def _mlflow_name(root: Path) -> str:
+    """A served name for an MLflow directory: its folder's, past the generic ``model`` and
+    ``artifacts`` of ``mlruns/…/artifacts/model``."""
+    for part in (root.resolve(), *root.resolve().parents):
+        if part.name and part.name not in ("model", "artifacts"):
+            return _model_name(Path(part.name + ".mlflow"))
+    return "model"
 
 
 _MLSERVER_FLAVORS = {

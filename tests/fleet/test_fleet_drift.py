@@ -85,7 +85,9 @@ def test_fleet_drift_from_prometheus_equals_one_process_fed_the_same_rows(
 
     fleet = _status_json(prom_fleet.lb_url, "--prometheus", prom_fleet.prom_url)
     alone = _status_json(single)
-    assert fleet == alone
+    # realized quality comes from the labels each process's prediction log holds, not from
+    # Prometheus: the merged fleet view carries the drift part only
+    assert [{k: v for k, v in r.items() if k != "quality"} for r in alone] == fleet
     assert fleet[0]["window_rows"] == 600
     assert fleet[0]["status"] in ("warn", "alert")  # the shifted ages are caught
     ages = next(f for f in fleet[0]["features"] if f["name"] == "age")

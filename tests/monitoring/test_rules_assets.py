@@ -18,7 +18,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from modelport.monitoring.live_quality import QualityTracker
 from modelport.monitoring.metrics import Metrics
+from modelport.monitoring.quality import LabeledRow, QualityWindow
 from modelport.types import Columns, Outputs, PredictionEvent
 
 ASSETS = Path(str(files("modelport.monitoring") / "assets"))
@@ -61,8 +63,24 @@ def exported_names() -> set[str]:
     m.observe_batch("heart", "1", 4, 0.001, 0.002)
     m.on_prediction(PredictionEvent("r", 0, "heart", "1", Columns({}, 1), Outputs(np.zeros(1)), 0))
     m.set_drift("heart", "age", "psi", 0.2, "warn")
+    m.count_retrain("heart", "sent")
+    m.add_gauges(quality_tracker().gauges)
     body = m.render()[0].decode()
     return {s.name for f in text_string_to_metric_families(body) for s in f.samples}
+
+
+def quality_tracker() -> QualityTracker:
+    """A tracker with a baseline, one realized window and one CBPE estimate."""
+    rows = [LabeledRow("1", None, float(i), i % 2, {"0": 0.3, "1": 0.7}, 1) for i in range(20)]
+    tracker = QualityTracker(windows=[QualityWindow.parse("1000")], min_labels=10,
+                             estimate_rows=10, fetch=lambda model, **_: rows)
+    tracker.register("heart", "1", task="classification", classes=[0, 1],
+                     metrics={"validation": {"accuracy": 0.9}, "calibration": {"ece": 0.01}})
+    tracker.on_prediction(PredictionEvent(
+        "r", 0, "heart", "1", Columns({}, 10),
+        Outputs(np.ones(10, dtype=int), np.tile([0.2, 0.8], (10, 1)), [0, 1]), 0))
+    tracker.refresh()
+    return tracker
 
 
 def metric_names(expr: str) -> set[str]:
@@ -73,7 +91,7 @@ def metric_names(expr: str) -> set[str]:
 def test_alert_rules_pass_promtool_check() -> None:
     result = promtool("check", "rules", ASSETS / "alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 @needs_promtool
@@ -93,6 +111,7 @@ def test_alert_rules_cover_latency_errors_drift_log_and_readiness() -> None:
         "ModelportPredictionLogDropping",
         "ModelportPredictionLogSpooling",
         "ModelportModelNotReady",
+        "ModelportQualityBelowBaseline",
     }
 
 

@@ -209,8 +209,8 @@ def test_one_route_table_each_prediction_route_is_one_documented_route() -> None
         assert len(documented) == 1, path  # documented once
         assert documented[0].endpoint is row.endpoint  # and the very same endpoint
     kinds = {r.kind for r in app.fast_routes}
-    assert kinds == {"native", "bulk", "v1", "v2"}
-    assert len(table) == len(app.fast_routes) == 9
+    assert kinds == {"native", "bulk", "v1", "v2", "mlflow", "explain", "v2explain"}
+    assert len(table) == len(app.fast_routes) == 9 + 2 + 5  # predictions, MLflow, explanations
 
 
 def test_a_prediction_route_answers_alike_by_either_way_in() -> None:

@@ -244,13 +244,17 @@ def validate(
     max_mae: Annotated[float | None, typer.Option(help="Regression.")] = None,
     min_r2: Annotated[float | None, typer.Option(help="Regression.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    record: Annotated[bool, typer.Option(
+        "--record", help="With --data: when the package passes, record its metrics and "
+        "calibration error in modelport.yaml (the baseline of the live quality alert and "
+        "of CBPE estimates).")] = False,
 ) -> None:
     """Gate a package: sha256s, library versions, signature round trip, golden predictions,
     metrics against thresholds. Exits 1 when a check fails."""
     from modelport.tools.validate import Thresholds, validate_package
 
     report = validate_package(package, data=data, target=target or None, thresholds=Thresholds(
-        min_accuracy, min_auc, min_f1, max_rmse, max_mae, min_r2))
+        min_accuracy, min_auc, min_f1, max_rmse, max_mae, min_r2), record=record)
     if as_json:
         typer.echo(json.dumps({"package": report.package, "passed": report.passed,
                                "checks": [c.__dict__ for c in report.checks],

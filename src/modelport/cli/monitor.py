@@ -81,10 +81,13 @@ def status(
     else:
         reports = _fetch_reports(urls, timeout) if len(urls) == 1 else [
             view.report for view in _fetch_views(urls, timeout)]
+    quality = _fetch_quality(urls[0], timeout) if urls and prometheus is None else {}
     if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in reports], indent=1))
+        typer.echo(json.dumps([_with_quality(r.to_dict(), quality.get(r.model))
+                               for r in reports], indent=1))
     else:
         _print_reports(reports)
+        _print_quality(quality)
     if fail_on is not None and any(r.level >= _LEVELS[fail_on] for r in reports):
         raise typer.Exit(1)
 
@@ -209,7 +212,7 @@ def report(
     else:
         raise ConfigError("give server URLs, or --log-db with --package")
     if log_db:
-        views = [_with_accuracy(v, log_db) for v in views]
+        views = [_with_accuracy(v, log_db, package, window) for v in views]
     _write_atomic(out, render_report(views))
     typer.echo(f"drift report of {len(views)} model(s) written to {out}")
 
@@ -238,7 +241,7 @@ def _fetch_views(urls: list[str], timeout: float) -> list[ModelView]:
             _get(u, f"/monitoring/drift/{name}/counts", timeout)) for u in urls)
         rep = evaluate_snapshot(prof, snap, thresholds=server.thresholds, model=name,
                                 version=server.version)
-        views.append(ModelView(prof, snap, rep))
+        views.append(ModelView(prof, snap, rep, quality=data.get("quality")))
     return views
 
 
@@ -254,6 +257,45 @@ def _get(url: str, path: str, timeout: float) -> Any:
         raise ModelportError(f"GET {target} answered {response.status_code}: "
                              f"{response.text[:300]}")
     return response.json()
+
+
+def _fetch_quality(url: str, timeout: float) -> dict[str, Any]:
+    """Every model's realized and estimated quality; empty from a server without them."""
+    try:
+        found = _get(url, "/monitoring/quality", timeout).get("models") or {}
+    except ModelportError:
+        return {}
+    return {k: v for k, v in found.items() if v}
+
+
+def _with_quality(data: dict[str, Any], quality: dict[str, Any] | None) -> dict[str, Any]:
+    return data if quality is None else {**data, "quality": quality}
+
+
+def _print_quality(quality: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for model, status in quality.items():
+        table = Table(title=f"{model}: quality (margin {status['margin']:g})",
+                      title_justify="left")
+        for column in ("version", "arm", "window", "rows", "metric", "value", "threshold",
+                       "source"):
+            table.add_column(column)
+        for e in status["realized"]:
+            limits = status["thresholds"].get(e["version"], {})
+            for metric, value in e["metrics"].items():
+                table.add_row(e["version"], e["arm"], e["window"], f"{e['labeled']:,}", metric,
+                              _num(value), _num(limits.get(metric)), "labels")
+        for e in status["estimated"]:
+            if e["withheld"]:
+                table.add_row(e["version"], e["arm"], e["window"], f"{e['rows']:,}", "-", "-",
+                              "-", f"CBPE withheld: {e['withheld']}")
+            for metric, value in e["metrics"].items():
+                table.add_row(e["version"], e["arm"], e["window"], f"{e['rows']:,}", metric,
+                              _num(value), "-", "CBPE estimate")
+        console.print(table)
 
 
 def _print_reports(reports: list[DriftReport]) -> None:
@@ -347,18 +389,35 @@ def _count_logged(counters: Any, signature: Any, rows: list[Any]) -> None:
             counters.observe_latency(r.latency_s)
 
 
-def _with_accuracy(view: ModelView, db_url: str) -> ModelView:
+def _with_accuracy(view: ModelView, db_url: str, package: Path | None = None,
+                   window: int = 10_000) -> ModelView:
+    """Realized accuracy from the log, and (with the package, when the server gave none) the
+    quality section: the latest ``window`` labeled rows against the recorded baseline."""
     from dataclasses import replace
 
+    from modelport.monitoring.live_quality import QualityTracker
     from modelport.monitoring.predlog_store import Store
+    from modelport.monitoring.quality import QualityWindow
     from modelport.monitoring.report import Accuracy
+    from modelport.package import open_package
 
     store = Store(db_url)
     try:
         found = store.realized_accuracy(view.report.model, view.report.version)
+        quality = view.quality
+        if quality is None and package is not None:
+            pkg = open_package(package)
+            sig = pkg.signature
+            tracker = QualityTracker(windows=[QualityWindow.parse(str(max(window, 1)))],
+                                     fetch=store.labeled_rows, min_labels=1)
+            tracker.register(view.report.model, view.report.version, task=sig.task,
+                             classes=list(sig.classes) if sig.classes else None,
+                             metrics=pkg.manifest.metrics)
+            tracker.refresh()
+            quality = tracker.status(view.report.model)
     finally:
         store.dispose()
-    return replace(view, accuracy=Accuracy(found.labeled, found.correct))
+    return replace(view, accuracy=Accuracy(found.labeled, found.correct), quality=quality)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -164,6 +164,31 @@ class Metrics:
             "Candidate versions refused before going live (golden rows failed), by action.",
             [*mv, "action"], registry=reg,
         )  # fmt: skip
+        self.retrain_calls = pc.Counter(
+            "modelport_retrain_calls",
+            "Retraining webhook calls (one per episode of sustained drift or quality loss), "
+            "by outcome: sent (2xx) or failed (after bounded retries).",
+            ["model", "outcome"], registry=reg,
+        )  # fmt: skip
+        self.model_loads = pc.Counter(
+            "modelport_model_loads",
+            "Models loaded on demand (a budget is set: --max-models/--max-memory).",
+            mv, registry=reg,
+        )  # fmt: skip
+        self.model_evictions = pc.Counter(
+            "modelport_model_evictions",
+            "Models unloaded to keep within the budget, by reason (max_models, max_memory, "
+            "unload: an admin's call).", [*mv, "reason"], registry=reg,
+        )  # fmt: skip
+        self.models_loaded = pc.Gauge(
+            "modelport_models_loaded", "Models loaded now (of those loaded on demand).",
+            registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.models_loaded_bytes = pc.Gauge(
+            "modelport_models_loaded_bytes",
+            "Estimated memory of the models loaded on demand (artifact size, or the RSS a load "
+            "added when larger).", registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
         for outcome in PREDLOG_OUTCOMES:  # export zeros so rate() works from the first scrape
             self.predlog_records.labels(outcome)
 
@@ -203,6 +228,18 @@ class Metrics:
     def observe_model_load(self, model: str, version: str, seconds: float) -> None:
         """How long loading (and warming) the version took."""
         self.model_load.labels(*self.labels_for(model, version)).set(seconds)
+
+    def observe_pool(self, kind: str, model: str, version: str, *, reason: str,
+                     loaded_models: int, loaded_bytes: int) -> None:
+        """A model loaded (``kind="load"``) or unloaded (``"evict"``) on demand, and what is
+        loaded after it."""
+        labels = self.labels_for(model, version)
+        if kind == "load":
+            self.model_loads.labels(*labels).inc()
+        else:
+            self.model_evictions.labels(*labels, reason).inc()
+        self.models_loaded.set(loaded_models)
+        self.models_loaded_bytes.set(loaded_bytes)
 
     def remove_model(self, model: str, version: str) -> None:
         """Forget a version no longer served: its info, ready and load series disappear.
@@ -286,6 +323,10 @@ class Metrics:
         m = model if model in self._models else UNKNOWN
         self.drift_score.labels(m, feature, method).set(score)
         self.drift_status.labels(m, feature).set(DRIFT_LEVELS[status])
+
+    def count_retrain(self, model: str, outcome: str) -> None:
+        """One retraining webhook call (``RetrainWebhook(on_call=...)``)."""
+        self.retrain_calls.labels(model if model in self._models else UNKNOWN, outcome).inc()
 
     def add_gauges(self, families: Callable[[], Iterable[GaugeFamily]]) -> None:
         """Gauges computed at each scrape by ``families()`` (e.g. the drift windows' bin

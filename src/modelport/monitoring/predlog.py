@@ -25,6 +25,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from modelport.monitoring.predlog_store import (
     Spool,
     Store,
 )
+from modelport.monitoring.quality import LabeledRow
 from modelport.types import PredictionEvent
 
 __all__ = ["PredictionLog", "PredlogStats", "RealizedAccuracy", "event_records"]
@@ -93,6 +95,10 @@ def event_records(event: PredictionEvent) -> list[PredictionRecord]:
 
 class PredictionLog:
     """A sampled, batched, spooled log of predictions and delayed labels."""
+
+    write_span: Callable[[list[str]], AbstractContextManager[object]] | None = None
+    """Tracing: entered around each batch written, with the batch's request ids (the server
+    sets it while tracing is on)."""
 
     def __init__(
         self,
@@ -194,6 +200,53 @@ class PredictionLog:
                 f"prediction log database unreachable: {exc.__class__.__name__}"
             ) from exc
 
+    def recent(self, *, model: str | None = None, version: str | None = None,
+               arm: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest logged prediction rows, newest first (see ``Store.recent``); blocking:
+        call it off the event loop."""
+        import sqlalchemy as sa
+
+        try:
+            return self._store.recent(model=model, version=version, arm=arm, limit=limit)
+        except sa.exc.SQLAlchemyError as exc:
+            raise NotReady(
+                f"prediction log database unreachable: {exc.__class__.__name__}"
+            ) from exc
+
+    def labeled_rows(self, model: str, *, since: float | None = None,
+                     limit: int | None = None) -> list[LabeledRow]:
+        """Labeled predictions of ``model``, newest first (see :meth:`Store.labeled_rows`)."""
+        import sqlalchemy as sa
+
+        try:
+            return self._store.labeled_rows(model, since=since, limit=limit)
+        except sa.exc.SQLAlchemyError as exc:
+            raise NotReady(
+                f"prediction log database unreachable: {exc.__class__.__name__}"
+            ) from exc
+
+    def claim_retrain(self, model: str, holder: str, now: float, stale_s: float) -> bool:
+        """See :meth:`Store.claim_retrain` (NotReady while the database is unreachable)."""
+        import sqlalchemy as sa
+
+        try:
+            return self._store.claim_retrain(model, holder, now, stale_s)
+        except sa.exc.SQLAlchemyError as exc:
+            raise NotReady(
+                f"prediction log database unreachable: {exc.__class__.__name__}"
+            ) from exc
+
+    def release_retrain(self, model: str, holder: str) -> None:
+        """See :meth:`Store.release_retrain` (NotReady while the database is unreachable)."""
+        import sqlalchemy as sa
+
+        try:
+            self._store.release_retrain(model, holder)
+        except sa.exc.SQLAlchemyError as exc:
+            raise NotReady(
+                f"prediction log database unreachable: {exc.__class__.__name__}"
+            ) from exc
+
     # -- the writer thread ------------------------------------------------------------------
 
     def _count(self, outcome: str, n: int) -> None:
@@ -209,7 +262,11 @@ class PredictionLog:
         while not stop:
             records, markers, stop = self._collect()
             try:
-                self._write(records)
+                if self.write_span is not None and records:  # tracing on: a span per batch
+                    with self.write_span([r.request_id for r in records]):
+                        self._write(records)
+                else:
+                    self._write(records)
             except Exception:  # e.g. an unreadable spool: keep the writer alive
                 log.exception("prediction log: writing a batch failed")
                 self._to_spool(records)

@@ -19,6 +19,7 @@ from typing import IO, Any
 import orjson
 
 from modelport.errors import ConfigError
+from modelport.monitoring.quality import LabeledRow
 
 __all__ = ["FeedbackRecord", "PredictionRecord", "RealizedAccuracy", "Record", "Spool", "Store"]
 
@@ -138,6 +139,12 @@ class Store:
             sa.Column("label", json, nullable=False),
             sa.Column("ts", sa.Float, nullable=False),
         )  # fmt: skip
+        self.retrain_claims = sa.Table(
+            f"{prefix}retrain_claims", meta,
+            sa.Column("model", sa.Text, primary_key=True),
+            sa.Column("holder", sa.Text, nullable=False),
+            sa.Column("ts", sa.Float, nullable=False),
+        )  # fmt: skip
         self.metadata = meta
 
     def _insert_stmt(self, table: Any) -> Any:
@@ -163,9 +170,12 @@ class Store:
 
     def _insert_all(self, records: list[Record]) -> None:
         preds = [asdict(r) for r in records if isinstance(r, PredictionRecord)]
-        labels = {
-            (r.request_id, r.row_index): asdict(r) for r in records if isinstance(r, FeedbackRecord)
-        }
+        labels: dict[tuple[str, int], dict[str, Any]] = {}
+        for r in records:
+            if isinstance(r, FeedbackRecord):
+                key, known = (r.request_id, r.row_index), labels.get((r.request_id, r.row_index))
+                if known is None or known["ts"] <= r.ts:
+                    labels[key] = asdict(r)
         if not self._schema_ready:
             self.metadata.create_all(self.engine)
             self._schema_ready = True
@@ -174,9 +184,10 @@ class Store:
                 conn.execute(self._insert_stmt(self.predictions).on_conflict_do_nothing(), preds)
             if labels:
                 stmt = self._insert_stmt(self.feedback)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["request_id", "row_index"],
+                stmt = stmt.on_conflict_do_update(  # the latest label wins, whatever the
+                    index_elements=["request_id", "row_index"],  # order of arrival (replays)
                     set_={"label": stmt.excluded.label, "ts": stmt.excluded.ts},
+                    where=self.feedback.c.ts <= stmt.excluded.ts,
                 )
                 conn.execute(stmt, list(labels.values()))
 
@@ -193,6 +204,83 @@ class Store:
                 labeled += 1
                 correct += _same(outputs.get("prediction"), label)
         return RealizedAccuracy(model, version, labeled, correct)
+
+    def labeled_rows(self, model: str, *, since: float | None = None,
+                     limit: int | None = None) -> list[LabeledRow]:
+        """Logged predictions of ``model`` that have a label, newest prediction first: every
+        version and arm, predicted at or after ``since``, at most ``limit`` of them. One row
+        per prediction and its latest label (the label table keeps one per row)."""
+        p, f, sa = self.predictions, self.feedback, self._sa
+        on = sa.and_(p.c.request_id == f.c.request_id, p.c.row_index == f.c.row_index)
+        query = (sa.select(p.c.version, p.c.arm, p.c.ts, p.c.outputs, f.c.label)
+                 .join(f, on).where(p.c.model == model).order_by(p.c.ts.desc()))
+        if since is not None:
+            query = query.where(p.c.ts >= since)
+        if limit is not None:
+            query = query.limit(limit)
+        if not self._schema_ready:  # the writer creates the tables; until then: nothing
+            inspector = sa.inspect(self.engine)
+            if not all(inspector.has_table(t.name) for t in (p, f)):
+                return []
+        with self.engine.connect() as conn:
+            return [LabeledRow(version, arm, ts, (outputs or {}).get("prediction"),
+                               (outputs or {}).get("probabilities"), label)
+                    for version, arm, ts, outputs, label in conn.execute(query)]
+
+    def recent(self, *, model: str | None = None, version: str | None = None,
+               arm: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest ``limit`` prediction rows, newest first, with their label when one
+        arrived; filtered by model, version and arm (``ts`` is indexed: a cheap query)."""
+        p, f, sa = self.predictions, self.feedback, self._sa
+        if not self._schema_ready:  # the writer creates the tables; until then: nothing
+            inspector = sa.inspect(self.engine)
+            if not all(inspector.has_table(t.name) for t in (p, f)):
+                return []
+        on = sa.and_(p.c.request_id == f.c.request_id, p.c.row_index == f.c.row_index)
+        query = sa.select(p, f.c.label).outerjoin(f, on)
+        for column, value in ((p.c.model, model), (p.c.version, version), (p.c.arm, arm)):
+            if value is not None:
+                query = query.where(column == value)
+        query = query.order_by(p.c.ts.desc()).limit(max(1, min(limit, 500)))
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def claim_retrain(self, model: str, holder: str, now: float, stale_s: float) -> bool:
+        """Whether ``holder`` holds (or now takes) the open retraining episode of ``model``:
+        the servers sharing this database call the webhook once per episode between them. A
+        claim not renewed (by this call) for ``stale_s`` seconds (its holder is gone) is
+        free."""
+        table = self.retrain_claims
+        self._ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(table.delete().where(table.c.model == model,
+                                              table.c.ts < now - stale_s))
+            conn.execute(self._insert_stmt(table).on_conflict_do_nothing(),
+                         [{"model": model, "holder": holder, "ts": now}])
+            renewed = conn.execute(table.update().where(
+                table.c.model == model, table.c.holder == holder).values(ts=now))
+            held: bool = renewed.rowcount == 1
+        return held
+
+    def release_retrain(self, model: str, holder: str) -> None:
+        """End ``holder``'s episode of ``model`` (its condition cleared)."""
+        table = self.retrain_claims
+        self._ensure_schema()
+        with self.engine.begin() as conn:
+            conn.execute(table.delete().where(table.c.model == model,
+                                              table.c.holder == holder))
+
+    def _ensure_schema(self) -> None:
+        """Create missing tables; another process (or the log's writer) may be creating them
+        at the same moment, so a clash is tried once more."""
+        if self._schema_ready:
+            return
+        exc = self._sa.exc
+        try:
+            self.metadata.create_all(self.engine)
+        except (exc.OperationalError, exc.ProgrammingError, exc.IntegrityError):
+            self.metadata.create_all(self.engine)
+        self._schema_ready = True
 
     def dispose(self) -> None:
         """Close pooled connections."""

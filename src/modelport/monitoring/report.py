@@ -9,7 +9,7 @@ or stylesheet is loaded from anywhere: the file works air-gapped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import pairwise
@@ -20,6 +20,7 @@ import numpy as np
 
 from modelport.monitoring.drift import LATENCY_BOUNDS, CountsSnapshot
 from modelport.monitoring.profile import FeatureProfile, NumericProfile, ReferenceProfile
+from modelport.monitoring.quality import LOWER_IS_BETTER
 from modelport.monitoring.stats import DriftReport, FeatureDrift
 
 __all__ = ["Accuracy", "Bar", "Chart", "ModelView", "bar_chart", "latency_quantile",
@@ -49,6 +50,8 @@ class ModelView:
     snapshot: CountsSnapshot
     report: DriftReport
     accuracy: Accuracy | None = None
+    quality: Mapping[str, Any] | None = None
+    """Realized and estimated quality (``QualityTracker.status``), when known."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +208,35 @@ def _model_context(view: ModelView) -> dict[str, Any]:
               for s in ("alert", "warn", "ok", "insufficient")}
     return {"report": report, "ranked": ranked, "features": features, "outputs": outputs,
             "counts": counts, "latency": _latency(snap), "accuracy": view.accuracy,
+            "quality_section": _quality(view.quality),
             "quality": [by_name[p.name] for p in (*prof.features, *prof.outputs)]}
+
+
+def _quality(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Rows of the quality section: each realized window with its metrics against their
+    baselines, and each CBPE estimate (or the reason it is withheld)."""
+    if not status:
+        return None
+    thresholds = status.get("thresholds") or {}
+    baselines = status.get("baseline") or {}
+    realized = []
+    for entry in status.get("realized", []):
+        version = entry["version"]
+        cells = []
+        for metric, value in entry["metrics"].items():
+            limit = (thresholds.get(version) or {}).get(metric)
+            worse = limit is not None and (value > limit if metric in LOWER_IS_BETTER
+                                           else value < limit)
+            cells.append({"metric": metric, "value": value,
+                          "baseline": (baselines.get(version) or {}).get(metric),
+                          "threshold": limit,
+                          "status": "alert" if worse else "ok" if limit is not None else ""})
+        realized.append({**entry, "cells": cells,
+                         "status": "alert" if any(c["status"] == "alert" for c in cells)
+                         else "ok" if cells else "insufficient"})
+    return {"realized": realized, "estimated": list(status.get("estimated", [])),
+            "margin": status.get("margin"), "min_labels": status.get("min_labels"),
+            "calibration": status.get("calibration") or {}}
 
 
 def render_report(

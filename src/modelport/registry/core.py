@@ -17,6 +17,7 @@ import yaml
 from sqlalchemy.engine import Connection, Engine
 
 from modelport.errors import Conflict, ModelNotFound
+from modelport.mlflow_model import is_mlflow_dir
 from modelport.package import Package, open_package, pack
 from modelport.registry import catalog
 from modelport.registry.db import connect, migrate, transact
@@ -232,11 +233,11 @@ class Registry:
 @contextmanager
 def _as_package(source: Path, name: str, version: Callable[[], str]) -> Iterator[Package]:
     """The verified package at ``source``; a bare model file is packed into a temporary one
-    (as ``version()``, the version it is about to get)."""
-    if source.is_dir():
+    (as ``version()``, the version it is about to get), and so is an MLflow model directory."""
+    if source.is_dir() and not is_mlflow_dir(source):
         yield open_package(source)
         return
-    if not source.is_file():
+    if not source.is_file() and not source.is_dir():
         raise ModelNotFound(f"'{source}' does not exist; give a package directory or a model "
                             "file")
     with tempfile.TemporaryDirectory(prefix="modelport-push-") as tmp:

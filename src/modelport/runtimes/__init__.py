@@ -12,6 +12,7 @@ turns what the model raises into a :class:`~modelport.errors.PredictionError`.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -124,6 +125,8 @@ FLAVORS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "xgboost": ("modelport.runtimes.xgboost", "xgboost", ("xgboost", "numpy")),
     "lightgbm": ("modelport.runtimes.lightgbm", "lightgbm", ("lightgbm", "numpy")),
     "torch": ("modelport.runtimes.torch", "torch", ("torch", "numpy")),
+    "skops": ("modelport.runtimes.skops", "skops", ("scikit-learn", "skops", "numpy")),
+    "pyfunc": ("modelport.runtimes.pyfunc", "mlflow", ("mlflow", "numpy")),
 }
 _ACCELERATED = frozenset({"torch", "onnx", "xgboost"})
 """Flavors whose ``load`` takes a :class:`~modelport.runtimes.devices.Placement`."""
@@ -141,6 +144,7 @@ _SUFFIXES = {
     ".pt": "torch",
     ".pt2": "torch",
     ".pth": "torch",
+    ".skops": "skops",
 }
 
 
@@ -155,10 +159,12 @@ def detect_flavor(path: Path) -> str:
 
 
 def load_runtime(path: Path, flavor: str, *, signature: Signature | None = None,
-                 placement: Placement | None = None, example: Example | None = None) -> Runtime:
+                 placement: Placement | None = None, example: Example | None = None,
+                 trusted: Sequence[str] = ()) -> Runtime:
     """Load ``path`` with the flavor's module; ``signature`` overrides the inferred one,
     ``placement`` says where it may run (default: the CPU), ``example`` describes the inputs of
-    a torch model without a sidecar."""
+    a torch model without a sidecar, ``trusted`` names the types the operator trusts in a
+    ``.skops`` file beyond skops' own (:mod:`modelport.runtimes.skops`)."""
     module = _flavor_module(flavor)
     if example is not None and flavor != "torch":
         raise ConfigError(f"--example describes a torch model's inputs; a {flavor} model "
@@ -169,6 +175,8 @@ def load_runtime(path: Path, flavor: str, *, signature: Signature | None = None,
         extra["placement"] = placement
     else:
         refuse_accelerator(placement, what=f"'{path.name}'", flavor=flavor)
+    if flavor == "skops":
+        extra["trusted"] = tuple(trusted)
     runtime: Runtime = module.load(path, signature=signature, **extra)
     return runtime
 

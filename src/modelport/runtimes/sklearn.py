@@ -33,7 +33,7 @@ from modelport.runtimes import require
 from modelport.signature import Feature, FeatureType, Signature
 from modelport.types import Columns, Outputs
 
-__all__ = ["SklearnRuntime", "infer_signature", "load"]
+__all__ = ["SklearnRuntime", "from_estimator", "infer_signature", "load"]
 
 _ARGMAX_LABELS = frozenset({
     "LogisticRegression", "LogisticRegressionCV", "DecisionTreeClassifier", "ExtraTreeClassifier",
@@ -83,11 +83,16 @@ def load(path: Path, *, signature: Signature | None = None) -> SklearnRuntime:
     """Unpickle ``path`` (joblib or pickle) and infer its signature."""
     joblib = require("joblib", "all")
     require("sklearn", "all")
-    model = joblib.load(path)
+    return from_estimator(joblib.load(path), signature, what=path.name)
+
+
+def from_estimator(model: Any, signature: Signature | None = None, *,
+                   what: str = "the model") -> SklearnRuntime:
+    """A fitted estimator (however it was read: joblib, skops) behind the runtime seam."""
     if not hasattr(model, "predict"):
         from modelport.errors import ModelLoadError
 
-        raise ModelLoadError(f"'{path.name}' holds a {type(model).__name__}, not a model with "
+        raise ModelLoadError(f"'{what}' holds a {type(model).__name__}, not a model with "
                              "predict()")
     runtime = SklearnRuntime(model, signature or infer_signature(model))
     if _array_safe(runtime):

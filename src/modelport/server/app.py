@@ -14,7 +14,8 @@ from fastapi import FastAPI
 import modelport
 from modelport.config import Settings
 from modelport.package import LoadedModel
-from modelport.server import native, probes, v1, v2
+from modelport.server import explain, mlflow_scoring, native, probes, tracing, v1, v2
+from modelport.server.docs import install_docs
 from modelport.server.edge import OPEN_PATHS, EdgeMiddleware
 from modelport.server.errors import install_error_handlers
 from modelport.server.fastlane import ModelportApp
@@ -42,6 +43,9 @@ def create_app(
     ``extensions`` are called with the app and its state after the core routes exist: that is
     how monitoring, the registry follower and the admin API plug in.
     """
+    stop_tracing = tracing.configure(settings)  # OTEL_* variables; off unless configured
+    if tracing.ON:
+        on_batch = tracing.batch_hook(on_batch)
     repo = ModelRepository(settings, on_batch=on_batch)
     repo.on_change.extend(on_model_change)
     state = AppState(settings, repo, list(on_prediction))
@@ -68,22 +72,33 @@ def create_app(
                 _log.exception("closing %r failed", close)
 
     app = ModelportApp(title="modelport", version=modelport.__version__, lifespan=lifespan,
-                  description="Predictions over the native, V2 (Open Inference Protocol) and "
-                              "V1 (KServe) protocols.")
+                  description="Predictions over the native, V2 (Open Inference Protocol), "
+                              "V1 (KServe) and MLflow scoring protocols.",
+                  docs_url=None, redoc_url=None)  # served from the package: install_docs
     app.state.modelport = state
     app.state.followers = state.followers  # the same dict: read access for callers
-    app.fast_routes = [*native.table.routes, *v2.table.routes, *v1.table.routes]
-    for router in (native.router, probes.router, v2.router, v1.router):
+    app.fast_routes = [*native.table.routes, *v2.table.routes, *v1.table.routes,
+                       *mlflow_scoring.table.routes, *explain.table.routes]
+    for router in (native.router, probes.router, v2.router, v1.router, mlflow_scoring.router):
         app.include_router(router)
+    explain.install_explain(app, state)
     install_error_handlers(app)
     install_openapi(app, state)
+    install_docs(app, state)
     for loaded in models:
         repo.serve(loaded)
         _log.info("serving %s:%s (%s)", loaded.name, loaded.version, loaded.runtime.flavor)
     for extend in extensions:
         extend(app, state)
-    open_paths = OPEN_PATHS | ({"/metrics"} if settings.public_metrics else set())
+    open_paths = OPEN_PATHS | state.open_paths | (
+        {"/metrics"} if settings.public_metrics else set())
     app.add_middleware(EdgeMiddleware, api_keys=settings.all_api_keys(),
                        admin_keys=settings.all_admin_keys(),
                        max_body_bytes=settings.max_body_bytes, open_paths=open_paths)
+    if tracing.ON:  # outermost: the request span covers the edge's refusals too
+        from modelport.server.tracing_http import TracingMiddleware
+
+        app.add_middleware(TracingMiddleware)
+    if stop_tracing is not None:
+        state.closers.append(stop_tracing)
     return app

@@ -30,8 +30,10 @@ import numpy as np
 from modelport.cache import FallbackHook, LookupHook, PredictionCache, cached_predict
 from modelport.config import Settings
 from modelport.errors import ModelNotFound, RequestTimeout
+from modelport.server import tracing
 from modelport.server.gate import Refusals, admit, live_of
 from modelport.server.models import ModelRepository, ServedModel, retire
+from modelport.server.pool import ModelPool as LazyPool
 from modelport.server.traffic import TrafficRouter
 from modelport.types import Columns, Outputs, PredictionEvent
 
@@ -116,6 +118,10 @@ class DataPlane:
         """Outputs for a large ``batch``: computed on its own in a thread, off the
         micro-batcher (whose batches it would hold up) and without prediction hooks."""
         ctx.model, ctx.version = served.name, served.version
+        pool = self._state.repo.pool
+        if pool is not None and pool.manages(served):  # loaded on demand: held while it runs
+            async with pool.holding(served, timeout_s=self._timeout(ctx)):
+                return await asyncio.to_thread(served.loaded.runtime.predict, batch)
         return await asyncio.to_thread(served.loaded.runtime.predict, batch)
 
     async def infer(self, ctx: RequestContext, served: ServedModel, batch: Columns) -> Outputs:
@@ -136,6 +142,8 @@ class DataPlane:
                     on_lookup=state.on_cache_lookup, on_fallback=state.on_cache_fallback)
         finally:
             state.in_flight -= 1
+        if tracing.ON:  # queue and model spans, from the batcher's timing
+            tracing.infer_spans(served, ctx.request_id, started)
         self.emit(PredictionEvent(
             request_id=ctx.request_id, timestamp=time.time(), model=served.name,
             version=served.version, inputs=batch, outputs=outputs,
@@ -228,6 +236,9 @@ class DataPlane:
         """(Re)load ``name`` from the source it was served from, after it passes its golden
         rows (``GoldenCheckFailed``, 409, if not); as the V2 repository's load."""
         repo = self._state.repo
+        pool = self._lazy_pool(name)
+        if pool is not None:  # a model loaded on demand: load it now, as a request would
+            return await pool.load(name, version)
         source = repo.source(name)
         if source is None or (version is not None and version != source.version):
             which = name if version is None else f"{name}:{version}"
@@ -239,7 +250,18 @@ class DataPlane:
     async def unload(self, name: str, version: str | None = None) -> list[ServedModel]:
         """Stop serving ``name`` (every version, or ``version``); requests that already hold
         it finish. It stays in the index and can be loaded again."""
+        pool = self._lazy_pool(name)
+        if pool is not None:  # loaded on demand: unloaded when idle, still registered
+            return [await pool.unload(name, version)]
         gone = self._state.repo.unload(name, version)
         for served in gone:
             await retire(served)
         return gone
+
+    def _lazy_pool(self, name: str) -> LazyPool | None:
+        """The pool that loads ``name`` on demand, when one does."""
+        repo = self._state.repo
+        pool = repo.pool
+        if pool is None or not isinstance(pool, LazyPool):
+            return None
+        return pool if any(pool.manages(s) for s in repo.versions(name)) else None

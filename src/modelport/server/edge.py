@@ -35,9 +35,9 @@ from modelport.errors import PayloadTooLarge
 from modelport.server.dataplane import RequestContext
 
 __all__ = ["ADMIN_PREFIXES", "OPEN_PATHS", "EdgeMiddleware", "context_of", "is_admin_path",
-           "request_context"]
+           "request_context", "route_path"]
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready", "/ping"})
 ADMIN_PREFIXES = ("/admin", "/v2/repository")
 """Routes under these prefixes change what is served: they need an admin key."""
 _ADMIN_OFF = ("admin routes are off: start the server with an admin key "
@@ -107,7 +107,7 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            refusal = self._refusal(scope["path"], headers)
+            refusal = self._refusal(route_path(scope), headers)
             if refusal is not None:
                 await _send_json(send_with_id, *refusal)
                 return
@@ -158,6 +158,16 @@ class EdgeMiddleware:
             return message
 
         return limited
+
+
+def route_path(scope: Scope) -> str:
+    """The path the routes see: without the ``root_path`` prefix (``--root-path``; uvicorn
+    puts it in front of the path), so that keys are checked on what is routed."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root):] or "/"
+    return path
 
 
 def is_admin_path(path: str) -> bool:

@@ -2,7 +2,9 @@
 
 Native and V1 routes answer ``{"error", "field", "row", "request_id"}`` with the error's status
 (bad input 422); V2 routes answer ``{"error": "..."}`` with 400 for bad input, as the Open
-Inference Protocol says. Anything unexpected is a 500 that carries the request id and is
+Inference Protocol says; the MLflow scoring routes (``/invocations``) answer
+``{"error_code", "message"}`` with 400 for bad input, as an MLflow scoring server. Anything
+unexpected is a 500 that carries the request id and is
 logged with its traceback — the client never sees a stack trace.
 
 The framework's own answers get the same bodies: an unknown path (404), a body that fails a
@@ -28,9 +30,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, compile_path
 
 from modelport.errors import InvalidInput, ModelportError, Overloaded
-from modelport.server.edge import context_of
+from modelport.server.edge import context_of, route_path
 
-__all__ = ["allowed_methods", "install_error_handlers", "is_v2"]
+__all__ = ["allowed_methods", "install_error_handlers", "is_mlflow", "is_v2", "mlflow_code"]
 
 _log = logging.getLogger("modelport")
 
@@ -40,6 +42,25 @@ def is_v2(path: str) -> bool:
     return path.startswith("/v2/")
 
 
+def is_mlflow(path: str) -> bool:
+    """Whether ``path`` is an MLflow scoring route, which answers errors the MLflow way
+    (``{"error_code", "message"}``, 400 for bad input)."""
+    return path == "/invocations" or (path.startswith("/models/")
+                                      and path.endswith("/invocations"))
+
+
+_MLFLOW_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                 404: "RESOURCE_DOES_NOT_EXIST", 405: "BAD_REQUEST", 413: "BAD_REQUEST",
+                 415: "BAD_REQUEST", 429: "REQUEST_LIMIT_EXCEEDED", 500: "INTERNAL_ERROR",
+                 501: "NOT_IMPLEMENTED", 503: "TEMPORARILY_UNAVAILABLE",
+                 504: "DEADLINE_EXCEEDED"}
+
+
+def mlflow_code(status: int) -> str:
+    """MLflow's ``error_code`` for an HTTP status."""
+    return _MLFLOW_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+
+
 def _request_id(request: Request) -> str | None:
     ctx = context_of(request.scope)
     return None if ctx is None else ctx.request_id
@@ -47,6 +68,9 @@ def _request_id(request: Request) -> str | None:
 
 def _body(request: Request, status: int, message: str, extra: dict[str, Any]) -> Response:
     rid = _request_id(request)
+    if is_mlflow(route_path(request.scope)):
+        return Response(orjson.dumps({"error_code": mlflow_code(status), "message": message}),
+                        status_code=status, media_type="application/json")
     payload: dict[str, Any] = {"error": message}
     if not is_v2(request.url.path):
         payload |= {k: v for k, v in extra.items() if v is not None}
@@ -61,7 +85,7 @@ async def modelport_error(request: Request, exc: Exception) -> Response:
     extra: dict[str, Any] = {}
     if isinstance(exc, InvalidInput):
         extra = {"field": exc.field, "row": exc.row}
-        if is_v2(request.url.path) and status == 422:
+        if status == 422 and (is_v2(request.url.path) or is_mlflow(route_path(request.scope))):
             status = 400
     message = exc.message
     if status >= 500 and not isinstance(exc, Overloaded):

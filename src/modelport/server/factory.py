@@ -17,14 +17,19 @@ from modelport.errors import ConfigError, ModelportError
 from modelport.package import LoadedModel, load_model
 from modelport.registry import Registry, parse_ref
 from modelport.registry.db import connect, unreachable_reason
+from modelport.registry.mlflow_source import MlflowRegistry, is_mlflow_uri
 from modelport.registry.store import ArtifactStore
 from modelport.runtimes.devices import placement_of
 from modelport.server.admin import admin_extension
 from modelport.server.app import AppHook, create_app
+from modelport.server.console import console_extension
 from modelport.server.logs import configure_logging
 from modelport.server.monitoring import build_monitoring
+from modelport.server.pool import Budget, LazyModel
 from modelport.server.rollout import FollowEvent, follow_extension, load_ref
 from modelport.server.state import AppState
+from modelport.server.targets import lazy_models, model_directory, pool_extension
+from modelport.server.tracing import trace_predlog
 
 __all__ = ["app_from_env", "build_app", "load_targets"]
 
@@ -42,6 +47,15 @@ class _Catalog:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.registry: Registry | None = None
+        self.mlflow: MlflowRegistry | None = None
+        """The MLflow tracking server, once a ``models:/`` target names it."""
+
+    def from_mlflow(self, uri: str) -> tuple[LoadedModel, str | None]:
+        """Load what a ``models:/`` URI names now, with the alias to follow, if any."""
+        if self.mlflow is None:
+            self.mlflow = MlflowRegistry(self._settings.mlflow_tracking_uri)
+        return self.mlflow.load(uri, placement=placement_of(self._settings),
+                                trusted=self._settings.trust_types)
 
     def get(self) -> Registry:
         """The registry; while its database is unreachable, one that reaches it once it is
@@ -69,6 +83,10 @@ def _resolve(settings: Settings, catalog: _Catalog) -> list[tuple[LoadedModel, s
             loaded += [(m, None) for m in _from_config(path, settings)]
         elif not path.exists() and _is_registry_ref(target):
             loaded.append((_load_ref(catalog.get(), target, settings), _alias(target)))
+        elif is_mlflow_uri(target):
+            loaded.append(catalog.from_mlflow(target))
+        elif (inside := model_directory(path)) is not None:  # a folder of models
+            loaded += [(_load_one(str(p), settings, None), None) for p in inside]
         else:
             loaded.append((_load_one(target, settings, None), None))
     names = [m.name for m, _ in loaded]
@@ -85,7 +103,7 @@ def _load_ref(registry: Registry, ref: str, settings: Settings) -> LoadedModel:
     try:
         record = registry.resolve(ref)
         model = load_ref(registry, record.ref, runtime=settings.runtime,
-                         placement=placement_of(settings))
+                         placement=placement_of(settings), trusted=settings.trust_types)
     except Exception as exc:
         reason = unreachable_reason(exc)
         if reason is None:
@@ -109,7 +127,7 @@ def _load_recorded(store: ArtifactStore, ref: str, settings: Settings,
                  recorded.name, recorded.version,
                  time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(recorded.recorded_at)))
     return load_model(path, runtime=settings.runtime, name=parse_ref(ref).name,
-                      placement=placement_of(settings))
+                      placement=placement_of(settings), trusted=settings.trust_types)
 
 
 def _remember(store: ArtifactStore, ref: str, name: str, version: str) -> None:
@@ -140,7 +158,7 @@ def _alias(target: str) -> str | None:
 
 def _load_one(target: str, settings: Settings, name: str | None) -> LoadedModel:
     return load_model(Path(target), runtime=settings.runtime, name=name,
-                      placement=placement_of(settings))
+                      placement=placement_of(settings), trusted=settings.trust_types)
 
 
 def _from_config(path: Path, settings: Settings) -> list[LoadedModel]:
@@ -162,11 +180,25 @@ def build_app(settings: Settings) -> FastAPI:
     """Load every target and build the app: registry aliases are followed, the admin API and
     traffic policies are always there."""
     catalog = _Catalog(settings)
-    resolved = _resolve(settings, catalog)
-    registry = catalog.registry
+    budget = Budget.of(settings)
     extensions: list[AppHook] = []
+    if budget is None:  # every model loads now and stays loaded
+        resolved = _resolve(settings, catalog)
+    else:  # registered now, loaded on demand within the budget (registry refs load now)
+        resolved, lazy = _resolve_lazy(settings, catalog)
+        extensions.append(pool_extension(budget, lazy))
+    registry = catalog.registry
+    mlflow = catalog.mlflow
+    if mlflow is not None:
+        extensions.append(lambda _app, state: state.closers.append(mlflow.close))
     for model, alias in resolved:
-        if alias is not None and registry is not None:
+        if alias is not None and mlflow is not None and mlflow.serves(model.name):
+            extensions.append(follow_extension(
+                mlflow, model.name, alias, interval_s=settings.registry_poll_s,
+                grace_s=settings.swap_grace_s, loader=mlflow.loader(
+                    model.name, placement=placement_of(settings),
+                    trusted=settings.trust_types)))
+        elif alias is not None and registry is not None:
             extensions.append(follow_extension(
                 registry, model.name, alias, interval_s=settings.registry_poll_s,
                 grace_s=settings.swap_grace_s, on_event=_remember_switches(registry.store)))
@@ -174,12 +206,33 @@ def build_app(settings: Settings) -> FastAPI:
     models = [m for m, _ in resolved]
     monitoring = build_monitoring(settings)
     extensions.append(monitoring.extend)
+    extensions.append(lambda _app, _state: trace_predlog(monitoring.predlog))
+    extensions.append(console_extension(registry, monitoring))
     metrics = monitoring.metrics
     extensions.append(lambda _app, state: _install_cache(
         settings, state, metrics.count_cache, metrics.count_cache_fallback))
     return create_app(models, settings, extensions=extensions,
                       on_prediction=monitoring.on_prediction, on_batch=monitoring.on_batch,
                       on_model_change=[monitoring.on_model_change])
+
+
+def _resolve_lazy(settings: Settings, catalog: _Catalog
+                  ) -> tuple[list[tuple[LoadedModel, str | None]], list[LazyModel]]:
+    """With a budget: registry references loaded (followed as always), everything else
+    registered without loading (:mod:`modelport.server.targets`)."""
+    refs = [t for t in settings.model
+            if (not Path(t).exists() and _is_registry_ref(t)) or is_mlflow_uri(t)]
+    rest = [t for t in settings.model if t not in refs]
+    if not settings.model:
+        _resolve(settings, catalog)  # the usual "nothing to serve" error
+    resolved = _resolve(settings.model_copy(update={"model": refs}), catalog) if refs else []
+    lazy = lazy_models(rest, settings)
+    names = [m.name for m, _ in resolved] + [m.name for m in lazy]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"two models are named '{dupes[0]}'; name them in a config file "
+                          "(models: [{name: ..., path: ...}])")
+    return resolved, lazy
 
 
 def _install_cache(settings: Settings, state: AppState, on_lookup: LookupHook,

@@ -37,6 +37,8 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modelport.server.edge import route_path
+
 __all__ = ["Endpoint", "ModelportApp", "PredictRoute", "RouteTable"]
 
 Endpoint = Callable[..., Awaitable[Response]]
@@ -116,8 +118,8 @@ class _FastLane:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hit = (self._match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST"
-               else None)
+        hit = (self._match(route_path(scope)) if scope["type"] == "http"
+               and scope["method"] == "POST" else None)
         if hit is None:
             await self.app(scope, receive, send)
             return

@@ -16,7 +16,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from modelport.batching import BatchStats, MicroBatcher
 from modelport.config import Settings
@@ -33,7 +35,7 @@ from modelport.runtimes import CheckedRuntime, checked
 from modelport.signature import Signature
 from modelport.types import Columns, Outputs
 
-__all__ = ["ModelRepository", "ServedModel", "retire"]
+__all__ = ["ModelRepository", "Residency", "ServedModel", "retire", "warm"]
 
 _log = logging.getLogger("modelport")
 BatchHook = Callable[["ServedModel", BatchStats], None]
@@ -72,15 +74,35 @@ class ServedModel:
     def warm_up(self) -> None:
         """One prediction on the signature's example record (loads lazy state, JIT, caches); a
         model that raises or answers NaN/inf on it does not become ready."""
-        sig = self.signature
-        record = sig.example_record()
-        try:
-            self.loaded.runtime.predict(sig.from_records([record], unseen="pass"))
-        except Exception as exc:
-            raise ModelLoadError(f"{self.name}:{self.version} is not served: it fails on its "
-                                 f"example row {record}: {_in_one_line(exc.__cause__ or exc)}"
-                                 ) from exc
+        warm(self.loaded)
         self.ready = True
+
+
+def warm(loaded: LoadedModel) -> None:
+    """:meth:`ServedModel.warm_up` for a model not served yet (a lazy load warms it on a
+    thread before it is installed)."""
+    sig = loaded.signature
+    record = sig.example_record()
+    try:
+        loaded.runtime.predict(sig.from_records([record], unseen="pass"))
+    except Exception as exc:
+        raise ModelLoadError(f"{loaded.name}:{loaded.version} is not served: it fails on its "
+                             f"example row {record}: {_in_one_line(exc.__cause__ or exc)}"
+                             ) from exc
+
+
+class Residency(Protocol):
+    """Who loads and unloads models on demand (:class:`~modelport.server.pool.ModelPool`):
+    the repository asks it about the models registered with :meth:`ModelRepository.register`."""
+
+    def manages(self, served: ServedModel) -> bool:
+        """Whether ``served`` loads on demand."""
+        ...
+
+    def holding(self, served: ServedModel, *,
+                timeout_s: float | None) -> AbstractAsyncContextManager[None]:
+        """``served`` loaded and kept loaded while the block runs (one request in flight)."""
+        ...
 
 
 def _in_one_line(exc: BaseException) -> str:
@@ -110,6 +132,8 @@ class ModelRepository:
         self._sources: dict[str, LoadedModel] = {}
         self.primary: str | None = None
         self.on_change: list[ChangeHook] = []
+        self.pool: Residency | None = None
+        """Loads and unloads the models added with :meth:`register` (a memory budget)."""
 
     def serve(self, loaded: LoadedModel, *, default: bool = True) -> ServedModel:
         """Add (and warm) a loaded model; make it the name's default version unless told not."""
@@ -132,6 +156,36 @@ class ModelRepository:
             _log.info("replaced %s:%s", loaded.name, loaded.version)
         self._notify(served, True)
         return served
+
+    def register(self, stub: LoadedModel) -> ServedModel:
+        """Add a model that is not loaded (``stub`` has its signature and a runtime that is
+        never called, :class:`~modelport.server.pool.Deferred`): it is served, not ready, and
+        :attr:`pool` loads it on its first request. The name's default version."""
+        served = ServedModel(stub, MicroBatcher(stub.runtime.predict))
+        self._versions.setdefault(stub.name, {})[stub.version] = served
+        self._default[stub.name] = stub.version
+        self._sources[stub.name] = stub
+        if self.primary is None:
+            self.primary = stub.name
+        self._notify(served, True)
+        return served
+
+    def install(self, served: ServedModel, loaded: LoadedModel, *, warm_s: float) -> MicroBatcher:
+        """Put a freshly loaded (and warmed) model behind a registered one, with a batcher of
+        its own; returns the batcher it replaced (idle: close it)."""
+        loaded = _answers_checked(loaded)
+        holder = [served]
+        old, served.batcher = served.batcher, self._batcher(loaded, holder)
+        served.loaded, served.warm_s, served.loaded_at = loaded, warm_s, time.time()
+        served.ready = True
+        return old
+
+    def release(self, served: ServedModel, stub: LoadedModel) -> MicroBatcher:
+        """Drop a registered model's loaded copy (it loads again on demand); returns its
+        batcher, to close."""
+        old, served.batcher = served.batcher, MicroBatcher(stub.runtime.predict)
+        served.loaded, served.ready = _answers_checked(stub), False
+        return old
 
     def _notify(self, served: ServedModel, serving: bool) -> None:
         for hook in self.on_change:
@@ -174,7 +228,7 @@ class ModelRepository:
         if served is None:
             raise ModelNotFound(f"model '{name}' has no version '{version}' "
                                 f"(served: {', '.join(versions)})")
-        if not served.ready:
+        if not served.ready and not (self.pool is not None and self.pool.manages(served)):
             raise NotReady(f"model '{name}' version '{version}' is still loading")
         return served
 
@@ -203,8 +257,11 @@ class ModelRepository:
         return self._sources.get(name)
 
     def ready(self) -> bool:
-        """Whether every served model is loaded and warmed."""
-        return bool(self._versions) and all(s.ready for s in self.all())
+        """Whether every served model is loaded and warmed (one that loads on demand counts:
+        it answers its first request)."""
+        pool = self.pool
+        return bool(self._versions) and all(
+            s.ready or (pool is not None and pool.manages(s)) for s in self.all())
 
     async def aclose(self) -> None:
         """Drain and stop every batcher."""
@@ -228,6 +285,10 @@ class ModelRepository:
         """Outputs for ``batch`` through the model's batcher, bounded by ``timeout_s`` (by
         default the request timeout)."""
         limit = self._settings.request_timeout_s if timeout_s is None else timeout_s
+        pool = self.pool
+        if pool is not None and pool.manages(served):
+            async with pool.holding(served, timeout_s=limit):
+                return await served.batcher.submit(batch, timeout_s=limit)
         return await served.batcher.submit(batch, timeout_s=limit)
 
 

@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from modelport.errors import InvalidInput
+from modelport.server import tracing
 from modelport.server.edge import request_context
 from modelport.server.fastlane import RouteTable
 from modelport.server.models import ServedModel
@@ -97,9 +98,10 @@ async def _predict(request: Request, name: str | None, version: str | None) -> R
     ctx = request_context(request)
     ctx.protocol = ctx.route = "native"
     served = plane.resolve(ctx, name, version)
-    body, plain = await read_native(request)
-    batch = native_batch(body, served.signature, unseen=s.unseen_categories,
-                         max_rows=s.max_batch_rows, plain=plain)
+    with tracing.span("modelport.validate") if tracing.ON else tracing.NOOP:
+        body, plain = await read_native(request)
+        batch = native_batch(body, served.signature, unseen=s.unseen_categories,
+                             max_rows=s.max_batch_rows, plain=plain)
     outputs = await plane.infer(ctx, served, batch)
     return native_response(served, outputs, ctx.request_id)
 
@@ -110,10 +112,11 @@ async def _predict_bulk(request: Request, name: str | None, version: str | None)
     ctx = request_context(request)
     ctx.protocol = ctx.route = "native"
     served = plane.get(name, version)
-    body, plain = await read_native(request)
-    batch = await run_in_threadpool(native_batch, body, served.signature,
-                                    unseen=s.unseen_categories, max_rows=s.max_bulk_rows,
-                                    plain=plain)
+    with tracing.span("modelport.validate") if tracing.ON else tracing.NOOP:
+        body, plain = await read_native(request)
+        batch = await run_in_threadpool(native_batch, body, served.signature,
+                                        unseen=s.unseen_categories, max_rows=s.max_bulk_rows,
+                                        plain=plain)
     outputs = await plane.infer_bulk(ctx, served, batch)
     return native_response(served, outputs, ctx.request_id)
 

@@ -27,10 +27,11 @@ from fastapi.openapi.utils import get_openapi
 
 from modelport.config import Settings
 from modelport.server.edge import OPEN_PATHS, is_admin_path
-from modelport.server.errors import is_v2
+from modelport.server.errors import is_mlflow, is_v2
 from modelport.server.fastlane import ModelportApp
+from modelport.server.mlflow_scoring import mlflow_request
 from modelport.server.models import ModelRepository
-from modelport.server.schemas import ErrorBody, V2ErrorBody, meaning
+from modelport.server.schemas import ErrorBody, MlflowErrorBody, V2ErrorBody, meaning
 from modelport.server.schemas_model import (
     native_answer,
     native_request,
@@ -70,7 +71,7 @@ def build_document(app: FastAPI, repo: ModelRepository, settings: Settings) -> D
     doc = get_openapi(title=app.title, version=app.version, description=app.description,
                       routes=app.routes)
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ErrorBody, V2ErrorBody):
+    for model in (ErrorBody, V2ErrorBody, MlflowErrorBody):
         schemas[model.__name__] = model.model_json_schema()
     keys: dict[str, str] = {}
     paths: Doc = {}
@@ -178,9 +179,25 @@ def _bodies(sig: Signature, kind: str, settings: Settings, schemas: Doc,
     record, row = {"$ref": f"{_REF}{key}Record"}, {"$ref": f"{_REF}{key}Row"}
     if kind == "v2":
         return v2_request(sig, unseen=unseen), v2_answer(), _v2_example(sig)
+    if kind == "v2explain":  # infer's bodies, an explanation back (server/explain.py)
+        return v2_request(sig, unseen=unseen), {"$ref": f"{_REF}V2ExplainAnswer"}, \
+            _v2_example(sig)
+    if kind == "explain":  # predict's bodies, at most explain_max_rows rows
+        return (native_request(sig, record, row, unseen=unseen,
+                               max_rows=settings.explain_max_rows),
+                {"$ref": f"{_REF}ExplainAnswer"}, {"features": sig.example_record()})
     if kind == "v1":
         return (v1_request(record, row, max_rows=settings.max_batch_rows), v1_answer(sig),
                 {"instances": [sig.example_record()]})
+    if kind == "mlflow":
+        loose = {k: v for k, v in record_schema(sig, unseen).items()
+                 if k != "additionalProperties"}
+        schemas[f"{key}MlflowRecord"] = loose
+        body = mlflow_request(sig, unseen=unseen, max_rows=settings.max_batch_rows,
+                              record={"$ref": f"{_REF}{key}MlflowRecord"}, row=row)
+        example = {"dataframe_split": {"columns": list(sig.names),
+                                       "data": [list(sig.example_record().values())]}}
+        return body, v1_answer(sig), example
     rows = settings.max_batch_rows if kind == "native" else settings.max_bulk_rows
     return (native_request(sig, record, row, unseen=unseen, max_rows=rows), native_answer(sig),
             {"features": sig.example_record()})
@@ -198,7 +215,7 @@ def _finish(path: str, op: Doc, settings: Settings) -> None:
     if auto.get("schema", {}).get("$ref", "").endswith("HTTPValidationError"):
         del responses["422"]
         if "requestBody" in op:
-            status = 400 if is_v2(path) else 422
+            status = 400 if is_v2(path) or is_mlflow(path) else 422
             responses[str(status)] = _error(status, path)
     if "requestBody" in op:
         responses["413"] = _error(413, path)
@@ -215,8 +232,11 @@ def _finish(path: str, op: Doc, settings: Settings) -> None:
 
 def _error(status: int, path: str) -> Doc:
     name = "V2ErrorBody" if is_v2(path) else "ErrorBody"
-    return {"description": meaning(status),
-            "content": {"application/json": {"schema": {"$ref": f"{_REF}{name}"}}}}
+    schema: Doc = {"$ref": f"{_REF}{name}"}
+    if is_mlflow(path) and status not in (401, 403):  # those are the edge's, as 413 may be
+        mlflow = {"$ref": f"{_REF}MlflowErrorBody"}
+        schema = {"anyOf": [schema, mlflow]} if status == 413 else mlflow
+    return {"description": meaning(status), "content": {"application/json": {"schema": schema}}}
 
 
 def _refusals(path: str, settings: Settings) -> tuple[int, ...]:

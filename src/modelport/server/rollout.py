@@ -20,10 +20,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from fastapi import FastAPI
 
@@ -39,11 +39,25 @@ from modelport.server.traffic import TrafficRouter
 if TYPE_CHECKING:  # the state holds the followers: it imports this module
     from modelport.server.state import AppState
 
-__all__ = ["AliasFollower", "FollowEvent", "FollowStatus", "TrafficRouter", "follow_extension",
-           "load_ref", "retire"]
+__all__ = ["AliasFollower", "AliasSource", "FollowEvent", "FollowStatus", "TrafficRouter",
+           "follow_extension", "load_ref", "retire"]
 
 _log = logging.getLogger("modelport")
 Loader = Callable[[Path], LoadedModel]
+
+
+class AliasSource(Protocol):
+    """What an :class:`AliasFollower` polls and fetches from: modelport's
+    :class:`~modelport.registry.Registry`, or an MLflow tracking server
+    (:class:`~modelport.registry.mlflow_source.MlflowRegistry`)."""
+
+    def alias_target(self, name: str, alias: str) -> str | None:
+        """The version ``name@alias`` points at now (None: unset)."""
+        ...
+
+    def fetch(self, ref: str) -> Path:
+        """A directory holding version ``name:version`` (``ref``), ready to load."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -76,18 +90,21 @@ class FollowStatus:
 
 
 def load_ref(registry: Registry, ref: str, *, runtime: Literal["auto", "native", "onnx"] =
-             "auto", placement: Placement | None = None) -> LoadedModel:
+             "auto", placement: Placement | None = None,
+             trusted: Sequence[str] = ()) -> LoadedModel:
     """Fetch ``ref`` (``heart@production``, ``heart:1.2.0``) verified, and load it (on the
-    device ``placement`` allows)."""
+    device ``placement`` allows; ``trusted``: types of a ``.skops`` file trusted beyond
+    skops' own)."""
     record = registry.resolve(ref)
     path = registry.fetch(record.ref)
-    return load_model(path, runtime=runtime, name=record.name, placement=placement)
+    return load_model(path, runtime=runtime, name=record.name, placement=placement,
+                      trusted=trusted)
 
 
 class AliasFollower:
     """Keeps ``name`` served at the version ``name@alias`` points to (see the module doc)."""
 
-    def __init__(self, registry: Registry, repo: ModelRepository, name: str, alias: str, *,
+    def __init__(self, registry: AliasSource, repo: ModelRepository, name: str, alias: str, *,
                  interval_s: float = 2.0, grace_s: float = 10.0, keep_previous: bool = False,
                  loader: Loader | None = None,
                  on_event: Callable[[FollowEvent], None] | None = None,
@@ -207,7 +224,7 @@ class AliasFollower:
             await retire(served)
 
 
-def follow_extension(registry: Registry, name: str, alias: str,
+def follow_extension(registry: AliasSource, name: str, alias: str,
                      **options: Any) -> Callable[[FastAPI, AppState], AliasFollower]:
     """An ``extensions=`` hook for ``create_app`` that runs an :class:`AliasFollower` for
     the app's lifetime (started after the app's own startup, stopped before its shutdown)."""

@@ -80,6 +80,7 @@ def serve(settings: Settings) -> None:
         "host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
         "timeout_graceful_shutdown": settings.graceful_timeout_s, "server_header": False,
         "timeout_keep_alive": 5, "loop": "uvloop", "http": "httptools",
+        "root_path": settings.root_path,
     }
     if settings.workers > 1:
         uvicorn.run("modelport.server.run:worker_app", factory=True,

@@ -19,6 +19,7 @@ __all__ = [
     "Answer",
     "Empty",
     "ErrorBody",
+    "MlflowErrorBody",
     "Liveness",
     "ModelDocument",
     "ModelList",
@@ -57,6 +58,18 @@ class V2ErrorBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     error: str
+
+
+class MlflowErrorBody(BaseModel):
+    """An error of the MLflow scoring routes (``/invocations``), as an MLflow scoring server
+    writes it: ``{"error_code": "BAD_REQUEST", "message": "..."}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_code: str
+    """MLflow's code: ``BAD_REQUEST``, ``RESOURCE_DOES_NOT_EXIST``, ``INTERNAL_ERROR``, …"""
+    message: str
+    """What went wrong (bad input: the row and the field)."""
 
 
 class Answer(BaseModel):
@@ -198,8 +211,11 @@ _MEANING = {
     409: "Conflicts with the current state (e.g. no registry; a candidate failed its golden "
          "rows)",
     413: "The body is larger than the server's limit (MODELPORT_MAX_BODY_BYTES)",
+    415: "Unsupported content type or charset (the supported ones are named)",
     422: "Invalid input: names the field and the row",
+    429: "Over the route's rate limit (see Retry-After)",
     500: "The model failed on this input; quote the request id",
+    501: "Needs an optional package that is not installed (named in the error)",
     503: "Not ready, or the queue is full (see Retry-After)",
     504: "No answer within the request timeout",
 }

@@ -59,6 +59,9 @@ class AppState:
     """Coroutines run for the app's lifetime (cancelled at shutdown)."""
     closers: list[Callable[[], object]] = field(default_factory=list)
     """Called once at shutdown, after in-flight requests finished (flush logs, …)."""
+    open_paths: set[str] = field(default_factory=set)
+    """Paths answered without a key besides the probes: the console's page and the vendored
+    browser assets (they hold no data; the JSON they read needs a key)."""
     dataplane: DataPlane = field(init=False, repr=False)
     """Resolve, predict and emit: what every protocol's front door calls."""
 

@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from modelport.errors import InvalidInput
+from modelport.server import tracing
 from modelport.server.edge import request_context
 from modelport.server.fastlane import RouteTable
 from modelport.server.native import native_batch, read_native
@@ -55,12 +56,13 @@ async def _predict(request: Request, name: str | None, _version: str | None) -> 
     ctx = request_context(request)
     ctx.protocol = ctx.route = "v1"
     served = plane.resolve(ctx, name, None)
-    body, plain = await read_native(request)
-    if not isinstance(body, Mapping) or "instances" not in body:
-        raise InvalidInput("expected {\"instances\": [...]}", field="instances")
-    batch = native_batch({"instances": body["instances"]}, served.signature,
-                         unseen=state.settings.unseen_categories,
-                         max_rows=state.settings.max_batch_rows, plain=plain)
+    with tracing.span("modelport.validate") if tracing.ON else tracing.NOOP:
+        body, plain = await read_native(request)
+        if not isinstance(body, Mapping) or "instances" not in body:
+            raise InvalidInput("expected {\"instances\": [...]}", field="instances")
+        batch = native_batch({"instances": body["instances"]}, served.signature,
+                             unseen=state.settings.unseen_categories,
+                             max_rows=state.settings.max_batch_rows, plain=plain)
     outputs = await plane.infer(ctx, served, batch)
     preds = outputs.predictions
     body = {"predictions": preds.tolist() if preds.dtype == object else preds}

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 import modelport
 from modelport.runtimes import device_of
+from modelport.server import tracing
 from modelport.server.edge import request_context
 from modelport.server.fastlane import RouteTable
 from modelport.server.models import ServedModel
@@ -105,10 +106,11 @@ async def _infer(request: Request, name: str | None, version: str | None) -> Res
     ctx.protocol = ctx.route = "v2"
     served = plane.resolve(ctx, name, version)
     header = request.headers.get(_HEADER)
-    body, tensors = decode_request(await request.body(), int(header) if header and
-                                   header.isdigit() else None)
-    batch = to_columns(tensors, served.signature, unseen=state.settings.unseen_categories,
-                       max_rows=state.settings.max_batch_rows)
+    with tracing.span("modelport.validate") if tracing.ON else tracing.NOOP:
+        body, tensors = decode_request(await request.body(), int(header) if header and
+                                       header.isdigit() else None)
+        batch = to_columns(tensors, served.signature, unseen=state.settings.unseen_categories,
+                           max_rows=state.settings.max_batch_rows)
     outputs = await plane.infer(ctx, served, batch)
     payload, head_len = encode_response(body, outputs, model=served.name, version=served.version,
                                         request_id=ctx.request_id)

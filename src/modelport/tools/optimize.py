@@ -207,7 +207,7 @@ def _convert(native: Any, sig: Signature, artifact: Path) -> tuple[Any, str]:
     """The native model as an ONNX ModelProto, and the converter that made it."""
     flavor = native.flavor
     try:
-        if flavor == "sklearn":
+        if flavor in ("sklearn", "skops"):  # skops: the same estimator, read safely
             return _from_sklearn(native.model, sig), _version("skl2onnx")
         if flavor == "xgboost":
             return _from_xgboost(native, sig), _version("onnxmltools")

@@ -16,6 +16,7 @@ import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
@@ -24,10 +25,23 @@ import numpy as np
 import numpy.typing as npt
 
 from modelport.errors import ConfigError, IntegrityError, ModelportError
-from modelport.package import LoadedModel, Package, load_model, open_package, read_table
+from modelport.monitoring.quality import (
+    calibration_error,
+    classification_quality,
+    regression_quality,
+)
+from modelport.package import (
+    LoadedModel,
+    Package,
+    load_model,
+    open_package,
+    read_table,
+    write_manifest,
+)
 from modelport.signature import Signature
+from modelport.types import Outputs
 
-__all__ = ["Check", "Thresholds", "ValidationReport", "classification_metrics",
+__all__ = ["Check", "Thresholds", "ValidationReport", "baseline", "classification_metrics",
            "regression_metrics", "validate_package"]
 
 Status = Literal["pass", "warn", "fail"]
@@ -87,9 +101,11 @@ def validate_package(
     data: Path | None = None,
     target: str | None = None,
     thresholds: Thresholds | None = None,
+    record: bool = False,
 ) -> ValidationReport:
     """Run every check on the package at ``root``; ``data`` (CSV/Parquet/JSONL with the label
-    column ``target``) adds metrics and thresholds."""
+    column ``target``) adds metrics and thresholds. With ``record``, a package that passes
+    gets its :func:`baseline` written to its manifest (the quality alert's reference)."""
     thresholds = thresholds or Thresholds()
     if data is not None and not target:
         raise ConfigError("--target: name the label column of --data")
@@ -115,7 +131,18 @@ def validate_package(
     if data is not None and target:
         metrics = score(loaded, data, target)
         checks += _threshold_checks(metrics, thresholds)
+        if record and all(c.status != "fail" for c in checks):
+            found = baseline(loaded, data, target)
+            write_manifest(pkg, metrics=found)
+            checks.append(Check("baseline", "pass", _recorded(found)))
     return ValidationReport(str(root), tuple(checks), metrics)
+
+
+def _recorded(found: Mapping[str, Any]) -> str:
+    values = ", ".join(f"{k} {v:.4f}" for k, v in found["validation"].items())
+    ece = found.get("calibration", {}).get("ece")
+    extra = "" if ece is None else f"; calibration error {ece:.4f}"
+    return f"recorded in modelport.yaml for monitoring: {values}{extra}"
 
 
 def _check_task(sig: Signature, thresholds: Thresholds) -> None:
@@ -196,6 +223,14 @@ def _golden_check(pkg: Package, loaded: LoadedModel) -> Check:
 
 def score(loaded: LoadedModel, data: Path, target: str) -> dict[str, float]:
     """The task's metrics of ``loaded`` on labelled ``data``."""
+    y, out = _labelled(loaded, data, target)
+    if loaded.signature.task == "classification":
+        return classification_metrics(y, out.predictions, out.probabilities, out.classes)
+    return regression_metrics(y.astype(np.float64), np.asarray(out.predictions, np.float64))
+
+
+def _labelled(loaded: LoadedModel, data: Path, target: str) -> tuple[npt.NDArray[Any], Outputs]:
+    """The labels of ``data`` and the model's outputs on it."""
     frame = read_table(data)
     if target not in frame.columns:
         raise ConfigError(f"--target: column '{target}' is not in '{data.name}' (columns: "
@@ -205,11 +240,30 @@ def score(loaded: LoadedModel, data: Path, target: str) -> dict[str, float]:
     if missing:
         raise ConfigError(f"--data: '{data.name}' lacks the feature '{missing[0]}'")
     batch = sig.from_columns({n: frame[n].to_numpy() for n in sig.names})
-    out = loaded.runtime.predict(batch)
-    y = frame[target].to_numpy()
-    if sig.task == "classification":
-        return classification_metrics(y, out.predictions, out.probabilities, out.classes)
-    return regression_metrics(y.astype(np.float64), np.asarray(out.predictions, np.float64))
+    return frame[target].to_numpy(), loaded.runtime.predict(batch)
+
+
+def baseline(loaded: LoadedModel, data: Path, target: str) -> dict[str, Any]:
+    """What live monitoring compares with, as stored in ``modelport.yaml`` under ``metrics``:
+    ``validation`` (the metrics of :mod:`~modelport.monitoring.quality`, the names its gauges
+    use) and, for a classifier with probabilities, ``calibration`` (the expected calibration
+    error the label-free CBPE estimate needs to be trusted)."""
+    y, out = _labelled(loaded, data, target)
+    found: dict[str, Any] = {"data": data.name, "rows": len(y),
+                             "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    if loaded.signature.task == "regression":
+        found["validation"] = regression_quality(y.astype(np.float64),
+                                                 np.asarray(out.predictions, np.float64))
+        return found
+    classes = out.classes or loaded.signature.classes
+    proba = None if out.probabilities is None else np.asarray(out.probabilities, np.float64)
+    found["validation"] = classification_quality(
+        y.tolist(), np.asarray(out.predictions).tolist(), proba,
+        list(classes) if classes else None)
+    if proba is not None and classes:
+        found["calibration"] = {"ece": calibration_error(y.tolist(), proba, list(classes)),
+                                "bins": 10}
+    return found
 
 
 def _threshold_checks(metrics: Mapping[str, float], thresholds: Thresholds) -> list[Check]:
