@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 from fastapi import FastAPI
 
 from modelport.cache import FallbackHook, LookupHook, LRUCache, RedisCache
@@ -28,7 +27,12 @@ from modelport.server.monitoring import build_monitoring
 from modelport.server.pool import Budget, LazyModel
 from modelport.server.rollout import FollowEvent, follow_extension, load_ref
 from modelport.server.state import AppState
-from modelport.server.targets import lazy_models, model_directory, pool_extension
+from modelport.server.targets import (
+    config_entries,
+    lazy_models,
+    model_directory,
+    pool_extension,
+)
 from modelport.server.tracing import trace_predlog
 
 __all__ = ["app_from_env", "build_app", "load_targets"]
@@ -163,17 +167,7 @@ def _load_one(target: str, settings: Settings, name: str | None) -> LoadedModel:
 
 def _from_config(path: Path, settings: Settings) -> list[LoadedModel]:
     """``models: [{name: heart, path: heart/}, ...]``; paths relative to the file."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    entries = doc.get("models") if isinstance(doc, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"'{path}' needs a 'models' list of {{name, path}} entries")
-    out = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "path" not in entry:
-            raise ConfigError(f"'{path}': models[{i}] needs a 'path'")
-        target = str(path.parent / str(entry["path"]))
-        out.append(_load_one(target, settings, entry.get("name")))
-    return out
+    return [_load_one(str(target), settings, name) for target, name in config_entries(path)]
 
 
 def build_app(settings: Settings) -> FastAPI:
