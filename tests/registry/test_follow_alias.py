@@ -151,7 +151,7 @@ def test_hot_swap_under_load_fails_no_request(reg: Registry, heart_package: Path
     app = create_app([load_ref(reg, "heart@production")], Settings(), extensions=[
         follow_extension(reg, "heart", "production", interval_s=0.05, grace_s=0.5)])
     follower: AliasFollower = app.state.followers["heart"]
-    seen: list[tuple[float, int, str]] = []
+    seen: list[tuple[float, int, str, float]] = []  # sent, status, version, answered
     stop = threading.Event()
     with TestClient(app) as client:
         def hammer() -> None:
@@ -159,7 +159,8 @@ def test_hot_swap_under_load_fails_no_request(reg: Registry, heart_package: Path
                 sent = time.monotonic()
                 r = client.post("/models/heart/predict", json={"instances": records[:2]})
                 seen.append((sent, r.status_code,
-                             r.json().get("version", "?") if r.status_code == 200 else "?"))
+                             r.json().get("version", "?") if r.status_code == 200 else "?",
+                             time.monotonic()))
         threads = [threading.Thread(target=hammer) for _ in range(4)]
         for t in threads:
             t.start()
@@ -175,9 +176,9 @@ def test_hot_swap_under_load_fails_no_request(reg: Registry, heart_package: Path
     print(f"\nhot swap: {len(seen)} requests, {len(failures)} failed, "
           f"switch delays {[round(d, 3) for d in delays]} s")
     assert failures == []
-    assert {v for _, _, v in seen} <= {"1.0.0", "1.1.0", "1.3.0"}
-    assert {v for t, _, v in seen if refused_at < t < refused_at + delays[1]} <= {"1.1.0",
-                                                                                  "1.3.0"}
+    assert {v for _, _, v, _ in seen} <= {"1.0.0", "1.1.0", "1.3.0"}
+    assert {v for t, _, v, _ in seen if refused_at < t < refused_at + delays[1]} <= {
+        "1.1.0", "1.3.0"}
     assert max(delays) < 5
 
 
@@ -188,13 +189,17 @@ def _until(condition: Callable[[], bool], timeout: float = 10) -> None:
         time.sleep(0.01)
 
 
-def _move_and_wait(reg: Registry, seen: list[tuple[float, int, str]], version: str) -> float:
+def _move_and_wait(reg: Registry, seen: list[tuple[float, int, str, float]],
+                   version: str) -> float:
     """Seconds from the move until a request (by send time) is answered by ``version``; every
-    request sent after that one is answered by it too."""
+    request sent after the first such answer came back is answered by it too. (Sent after it
+    was *answered*, not after it was sent: of two threads' requests, the later sent can still
+    reach the server first.)"""
     moved = time.monotonic()
     reg.set_alias("heart", "production", version)
-    _until(lambda: any(t > moved and v == version for t, _, v in list(seen)))
-    first = min(t for t, _, v in list(seen) if t > moved and v == version)
+    _until(lambda: any(t > moved and v == version for t, _, v, _ in list(seen)))
+    first = min(t for t, _, v, _ in list(seen) if t > moved and v == version)
+    switched = min(done for t, _, v, done in list(seen) if t > moved and v == version)
     time.sleep(0.3)
-    assert {v for t, _, v in list(seen) if t > first} == {version}
+    assert {v for t, _, v, _ in list(seen) if t > switched} == {version}
     return first - moved
