@@ -111,7 +111,9 @@ class ProbaRing:
 
     :meth:`push` (the hot path) only appends the batch to a list under a lock; batches are
     copied into the ring in bulk when they add up to ``size`` rows or when :meth:`rows` reads
-    it, so a one-row answer costs about a microsecond."""
+    it, so a one-row answer costs about a microsecond. A ring serves one model version (one
+    arm): its classes are those of its first answer, and an answer of another width is
+    ignored as it comes."""
 
     def __init__(self, size: int, n_classes: int) -> None:
         self.size = size
@@ -119,32 +121,30 @@ class ProbaRing:
         self._pred = np.zeros(size, np.intp)
         self._next = 0
         self._filled = 0
-        self._pending: list[tuple[Any, Any, Sequence[Any]]] = []
+        self._classes: Sequence[Any] | None = None
+        self._pending: list[tuple[Any, Any]] = []
         self._pending_rows = 0
         self._lock = threading.Lock()
 
     def push(self, proba: Any, predictions: Any, classes: Sequence[Any]) -> None:
         """Queue one answered batch: probabilities, predicted labels, the classes' order."""
+        if np.ndim(proba) != 2 or np.shape(proba)[1] != self._proba.shape[1]:
+            return
         with self._lock:
-            self._pending.append((proba, predictions, classes))
+            if self._classes is None:
+                self._classes = classes
+            self._pending.append((proba, predictions))
             self._pending_rows += len(proba)
             if self._pending_rows >= self.size:
                 self._flush()
 
     def _flush(self) -> None:
         items, self._pending, self._pending_rows = self._pending, [], 0
-        if not items:
+        if not items or self._classes is None:
             return
-        classes = items[0][2]
-        widths = {np.shape(p)[1] if np.ndim(p) == 2 else -1 for p, _, _ in items}
-        if len(widths) == 1 and all(c is classes or list(c) == list(classes)
-                                    for _, _, c in items):
-            groups = [(np.concatenate([np.asarray(p, np.float64) for p, _, _ in items]),
-                       np.concatenate([np.asarray(y) for _, y, _ in items]), classes)]
-        else:  # answers of different shapes: one by one
-            groups = [(np.asarray(p, np.float64), np.asarray(y), c) for p, y, c in items]
-        for matrix, predictions, names in groups:
-            self.add(matrix, predicted_columns(predictions, names, matrix))
+        matrix = np.concatenate([np.asarray(p, np.float64) for p, _ in items])
+        predictions = np.concatenate([np.asarray(y) for _, y in items])
+        self.add(matrix, predicted_columns(predictions, self._classes, matrix))
 
     def add(self, proba: FloatMatrix, predicted: npt.NDArray[np.intp]) -> None:
         """Copy a batch in; the oldest rows fall out. A batch of another width is ignored."""

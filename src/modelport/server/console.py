@@ -42,7 +42,6 @@ import orjson
 from fastapi import APIRouter, FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import modelport
 from modelport.errors import ModelNotFound, ModelportError
@@ -51,7 +50,6 @@ from modelport.monitoring.profile import ReferenceProfile
 from modelport.registry import Registry
 from modelport.registry.store import digest_of
 from modelport.server.docs import STATIC_DIR, STATIC_PREFIX, asset_versions, root_of
-from modelport.server.edge import context_of
 from modelport.server.livestats import LiveStats
 from modelport.server.models import ServedModel
 from modelport.server.monitoring import Monitoring
@@ -72,8 +70,8 @@ _TREND_POINTS = 60
 def console_extension(registry: Registry | None, monitoring: Monitoring
                       ) -> Callable[[FastAPI, AppState], None]:
     """An ``extensions=`` hook for ``create_app``: the page, its JSON routes and the live
-    per-arm statistics (a prediction hook, a request hook for gRPC and a middleware for
-    HTTP)."""
+    per-arm statistics (a prediction hook, and an answer hook the observability middleware and
+    the gRPC servicer call with each request's context, status and time)."""
     def extend(app: FastAPI, state: AppState) -> None:
         def has_shadow(model: str) -> bool:
             policy = state.traffic.get(model)
@@ -81,45 +79,15 @@ def console_extension(registry: Registry | None, monitoring: Monitoring
 
         stats = LiveStats(has_shadow)
         state.on_prediction.append(stats.on_prediction)
-        state.on_request.append(lambda ctx, _route, status, seconds: stats.request(
-            ctx.model, ctx.version or "", ctx.arm, status, seconds) if ctx.model else None)
+        state.on_answer.append(lambda ctx, status, seconds: stats.request(
+            ctx.model or "", ctx.version or "", ctx.arm, status, seconds))
         state.repo.on_change.append(
             lambda served, serving: None if serving else stats.forget(served.name,
                                                                       served.version))
-        app.add_middleware(LiveMiddleware, stats=stats)
         state.open_paths.add(_PAGE)
         app.include_router(console_router(state, registry, monitoring, stats))
 
     return extend
-
-
-class LiveMiddleware:
-    """Tells :class:`LiveStats` about every HTTP request a model answered (status, latency,
-    arm), read from the request's context after the answer started. Pure ASGI: a dict read
-    and a few increments per request."""
-
-    def __init__(self, app: ASGIApp, *, stats: LiveStats) -> None:
-        self.app, self.stats = app, stats
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started, status = time.perf_counter(), 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            ctx = context_of(scope)
-            if ctx is not None and ctx.model is not None:
-                self.stats.request(ctx.model, ctx.version or "", ctx.arm, status,
-                                   time.perf_counter() - started)
 
 
 class _Throttle:

@@ -126,7 +126,7 @@ class Monitoring:
         self.metrics.add_gauges(self.quality.gauges)
         on_request = self.alerter.observe if self.alerter is not None else None
         install_observability(app, metrics=self.metrics, predlog=self.predlog,
-                              on_request=on_request)
+                              on_request=on_request, answered=state.on_answer)
         state.refusals.hooks.append(
             lambda r: self.metrics.count_refusal(r.name, r.version, r.action))
         state.on_request.append(self._on_request)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -27,6 +27,9 @@ from modelport.monitoring.metrics import Metrics
 from modelport.monitoring.predlog import PredictionLog
 from modelport.server.edge import context_of, request_context
 from modelport.server.schemas import answers
+
+if TYPE_CHECKING:
+    from modelport.server.state import AnswerHook
 
 __all__ = ["Feedback", "ObservabilityMiddleware", "install_observability", "tag_request"]
 
@@ -70,9 +73,11 @@ class ObservabilityMiddleware:
         routes: Callable[[], list[BaseRoute]],
         exclude: frozenset[str] = frozenset(),
         on_request: OnRequest | None = None,
+        answered: list[AnswerHook] | None = None,
     ) -> None:
         self.app, self.metrics, self._routes = app, metrics, routes
         self._exclude, self._on_request = exclude, on_request
+        self._answered = answered if answered is not None else []
         self._templates: dict[tuple[str, str, str], str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,6 +112,11 @@ class ObservabilityMiddleware:
         self.metrics.observe_request(model, version, route, status, seconds)
         if self._on_request is not None:
             self._on_request(*self.metrics.labels_for(model, version), status, seconds)
+        if self._answered:
+            ctx = context_of(scope)
+            if ctx is not None and ctx.model is not None:
+                for hook in self._answered:
+                    hook(ctx, status, seconds)
 
     def _template(self, scope: Scope) -> str:
         key = (scope["method"], scope.get("root_path", ""), scope["path"])
@@ -154,6 +164,7 @@ def install_observability(
     metrics: Metrics,
     predlog: PredictionLog | None = None,
     on_request: OnRequest | None = None,
+    answered: list[AnswerHook] | None = None,
     metrics_path: str = "/metrics",
     feedback_path: str = "/feedback",
 ) -> None:
@@ -175,6 +186,7 @@ def install_observability(
         routes=lambda: app.router.routes,
         exclude=frozenset({metrics_path}),
         on_request=on_request,
+        answered=answered,
     )
 
 

@@ -20,10 +20,12 @@ from modelport.server.rollout import AliasFollower
 from modelport.server.traffic import TrafficRouter
 from modelport.types import PredictionEvent
 
-__all__ = ["AppState", "PredictionHook", "RequestHook", "app_state", "read_json"]
+__all__ = ["AnswerHook", "AppState", "PredictionHook", "RequestHook", "app_state", "read_json"]
 
 PredictionHook = Callable[[PredictionEvent], None]
 RequestHook = Callable[[RequestContext, str, int, float], None]
+AnswerHook = Callable[[RequestContext, int, float], None]
+"""``(context, status, seconds)`` of a request a model was named for, HTTP or gRPC."""
 """``(ctx, route, status, seconds)`` after a request answered outside the HTTP middleware (a
 gRPC call); ``status`` is the HTTP status REST gives the same outcome."""
 
@@ -39,6 +41,9 @@ class AppState:
     on_request: list[RequestHook] = field(default_factory=list)
     """Told of every gRPC call answered (request metrics, alerts), as HTTP requests are by the
     observability middleware."""
+    on_answer: list[AnswerHook] = field(default_factory=list)
+    """Told of every answered request that named a model, over HTTP (by the observability
+    middleware, which already times it) and gRPC alike: the console's live statistics."""
     shutting_down: bool = False
     in_flight: int = 0
     """Prediction requests being computed now (shown by ``/ready``)."""

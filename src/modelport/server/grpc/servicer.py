@@ -149,6 +149,12 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                 observe(ctx, INFER_ROUTE, status, seconds)
             except Exception:  # monitoring must never fail a request
                 logging.getLogger("modelport").exception("request observer %r failed", observe)
+        if ctx.model is not None:
+            for answered in self._state.on_answer:  # the console's live statistics
+                try:
+                    answered(ctx, status, seconds)
+                except Exception:
+                    logging.getLogger("modelport").exception("answer hook %r failed", answered)
         if _access.isEnabledFor(logging.INFO):
             record = _access.makeRecord(_access.name, logging.INFO, "", 0, "request", (), None,
                                         extra={"fields": {
