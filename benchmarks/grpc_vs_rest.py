@@ -315,12 +315,14 @@ def _percentile(values: list[int], pct: float) -> float:
 
 
 def grpc_errors(http: str) -> int:
-    """gRPC calls the server answered with an error so far (its request metrics)."""
+    """gRPC calls the server answered with an error so far (its request metrics). Status 499
+    (the client went away) is not one: h2load ends each run by closing its connections, and
+    the calls it still had in flight (waiting for a batch) are cancelled."""
     with urllib.request.urlopen(f"{http}/metrics", timeout=10) as resp:
         text = resp.read().decode()
     return int(sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines()
                    if x.startswith("modelport_requests_total{") and 'protocol="grpc"' in x
-                   and 'status="200"' not in x))
+                   and 'status="200"' not in x and 'status="499"' not in x))
 
 
 def report(runs: list[list[Cell]], *, duration: int, pinned: bool) -> None:
