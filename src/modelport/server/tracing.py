@@ -33,6 +33,7 @@ framework: the data plane uses it.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -125,6 +126,13 @@ def configure(settings: Settings) -> Callable[[], object] | None:
     return provider.shutdown
 
 
+_OTLP = {"otlp-grpc": ("opentelemetry.exporter.otlp.proto.grpc.trace_exporter", "gRPC",
+                      "opentelemetry-exporter-otlp-proto-grpc"),
+         "otlp-http": ("opentelemetry.exporter.otlp.proto.http.trace_exporter", "HTTP",
+                      "opentelemetry-exporter-otlp-proto-http")}
+"""OTLP exporters by ``OTEL_TRACES_EXPORTER`` name: module, transport, the package it needs."""
+
+
 def _exporters(settings: Settings) -> list[Any]:
     out: list[Any] = []
     for name in settings.otel_exporters():
@@ -132,24 +140,14 @@ def _exporters(settings: Settings) -> list[Any]:
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
             out.append(ConsoleSpanExporter())
-        elif name == "otlp-grpc":
+        elif name in _OTLP:
+            module, transport, package = _OTLP[name]
             try:
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                    OTLPSpanExporter as GrpcExporter,
-                )
+                exporter = importlib.import_module(module).OTLPSpanExporter
             except ImportError as exc:
-                raise ConfigError("OTLP over gRPC needs opentelemetry-exporter-otlp-proto-grpc; "
-                                  "install it with: pip install 'modelport[otel]'") from exc
-            out.append(GrpcExporter())
-        elif name == "otlp-http":
-            try:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                    OTLPSpanExporter as HttpExporter,
-                )
-            except ImportError as exc:
-                raise ConfigError("OTLP over HTTP needs opentelemetry-exporter-otlp-proto-http; "
-                                  "install it with: pip install 'modelport[otel]'") from exc
-            out.append(HttpExporter())
+                raise ConfigError(f"OTLP over {transport} needs {package}; install it with: "
+                                  "pip install 'modelport[otel]'") from exc
+            out.append(exporter())
         else:
             raise ConfigError(f"OTEL_TRACES_EXPORTER: unknown exporter '{name}' (modelport "
                               "knows otlp, console and none)")
