@@ -74,6 +74,16 @@ def test_v2_explain_takes_infer_bodies(server: str, packages: dict[str, Path],
     np.testing.assert_allclose(proba, model.predict_proba(data[FEATURES].head(3)), atol=1e-6)
 
 
+def test_an_unknown_requested_output_is_refused_as_infer_refuses_it(
+        server: str, data: pd.DataFrame) -> None:
+    body = {**v2_columns(records(data, 1)), "outputs": [{"name": "AAA"}]}
+    want = httpx.post(f"{server}/v2/models/gb/infer", json=body, timeout=10)
+    got = httpx.post(f"{server}/v2/models/gb/explain", json=body, timeout=60)
+    assert want.status_code == got.status_code == 400, got.text
+    assert got.json() == want.json()
+    assert "unknown output 'AAA'" in got.json()["error"]
+
+
 @pytest.mark.parametrize(("predict", "explain", "body"), [
     ("/models/gb/predict", "/models/gb/explain", {"instances": [{"x1": 1.0}]}),
     ("/models/gb/predict", "/models/gb/explain", {"features": {"x1": "a", "x2": 1, "x3": 1,

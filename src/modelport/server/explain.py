@@ -50,7 +50,7 @@ from modelport.server.models import ServedModel
 from modelport.server.native import native_batch, read_native
 from modelport.server.schemas import answers
 from modelport.server.state import AppState, app_state
-from modelport.server.v2codec import decode_request, to_columns
+from modelport.server.v2codec import check_outputs, decode_request, to_columns
 from modelport.types import Columns
 
 __all__ = ["ExplainAnswer", "ExplainService", "TokenBucket", "V2ExplainAnswer",
@@ -327,8 +327,9 @@ async def _explain_v2(request: Request, name: str, version: str | None) -> Respo
     settings = service.settings
     header = request.headers.get(_HEADER)
     with tracing.span("modelport.validate") if tracing.ON else tracing.NOOP:
-        _, tensors = decode_request(await request.body(), int(header) if header and
-                                    header.isdigit() else None)
+        head, tensors = decode_request(await request.body(), int(header) if header and
+                                       header.isdigit() else None)
+        check_outputs([o["name"] for o in head.get("outputs", [])], served.signature)
         batch = to_columns(tensors, served.signature, unseen=settings.unseen_categories,
                            max_rows=settings.explain_max_rows)
     with tracing.span("modelport.explain") if tracing.ON else tracing.NOOP:

@@ -25,6 +25,7 @@ from modelport.types import Columns, Outputs
 __all__ = [
     "Tensor",
     "cast_values",
+    "check_outputs",
     "decode_request",
     "element_count",
     "encode_response",
@@ -298,6 +299,15 @@ def output_metadata(sig: Signature) -> list[dict[str, Any]]:
         outputs.append({"name": "predict_proba", "datatype": "FP64",
                         "shape": [-1, len(sig.classes or ())]})
     return outputs
+
+
+def check_outputs(names: Sequence[str], sig: Signature) -> None:
+    """Every requested output is one the model gives (checked before the model runs)."""
+    if not names:
+        return
+    available = {m["name"]: np.empty(0) for m in output_metadata(sig)}
+    for i, name in enumerate(names):
+        select_output(available, name, i)
 
 
 def output_tensors(outputs: Outputs) -> dict[str, npt.NDArray[Any]]:

@@ -10,7 +10,7 @@ request, typed contents for a typed one (as MLServer does; tritonclient reads bo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,16 +22,15 @@ from modelport.server.grpc import oip_pb2 as pb
 from modelport.server.v2codec import (
     Tensor,
     cast_values,
+    check_outputs,
     element_count,
     from_raw,
     make_tensor,
     output_datatype,
-    output_metadata,
     output_tensors,
     select_output,
     to_raw,
 )
-from modelport.signature import Signature
 from modelport.types import Outputs
 
 __all__ = ["InferCall", "check_outputs", "decode_infer", "encode_infer", "parameters_of",
@@ -137,15 +136,6 @@ def typed_values(contents: pb.InferTensorContents, datatype: str,
     arr = np.empty(len(text), dtype=object)
     arr[:] = text
     return arr
-
-
-def check_outputs(names: Sequence[str], sig: Signature) -> None:
-    """Every requested output is one the model gives (checked before the model runs)."""
-    if not names:
-        return
-    available = {m["name"]: np.empty(0) for m in output_metadata(sig)}
-    for i, name in enumerate(names):
-        select_output(available, name, i)
 
 
 def encode_infer(call: InferCall, outputs: Outputs, *, model: str, version: str,
