@@ -94,7 +94,15 @@ class Settings(BaseSettings):
     """On SIGTERM, how long in-flight requests may take before the server exits anyway."""
 
     log_level: str = "info"
-    """Log level of the JSON access log."""
+    """Log level of the JSON log (application and access lines)."""
+
+    access_log_level: Literal["info", "warning", "error", "off"] = "info"
+    """Which requests get an access line: every one (``info``), 4xx and 5xx (``warning``),
+    5xx (``error``), none (``off``)."""
+
+    access_log_sample: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+    """Share of successful requests (status below 400) that get an access line; failed ones
+    always do (at ``access_log_level``). Sampled lines carry ``sample_rate``."""
 
     registry_db: str = "sqlite:///.modelport/registry.db"
     """Registry catalog: an SQLAlchemy URL (SQLite file or postgresql+psycopg://)."""

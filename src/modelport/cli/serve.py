@@ -42,6 +42,12 @@ def serve(
              "admin key the admin API and V2 repository routes are off.")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning.")] = None,
+    access_log_level: Annotated[str | None, typer.Option(
+        help="Access lines written: info (every request), warning (4xx and 5xx), error (5xx) "
+             "or off.", show_default=False)] = None,
+    access_log_sample: Annotated[float | None, typer.Option(
+        help="Share of successful requests (below 400) that get an access line, 0 to 1; "
+             "failed ones always do.", show_default=False)] = None,
     db: Annotated[str | None, typer.Option(
         "--db", help="Registry catalog URL for NAME@ALIAS targets: sqlite:///path.db or "
                      "postgresql+psycopg://… [env: MODELPORT_REGISTRY_DB]",
@@ -92,7 +98,8 @@ def serve(
         "runtime": runtime, "unseen_categories": unseen_categories,
         "api_keys_file": api_keys_file, "admin_keys_file": admin_keys_file,
         "max_body_bytes": max_body_bytes,
-        "log_level": log_level, "registry_db": db, "registry_store": store,
+        "log_level": log_level, "access_log_level": access_log_level,
+        "access_log_sample": access_log_sample, "registry_db": db, "registry_store": store,
         "mlflow_tracking_uri": mlflow_tracking_uri,
         "device": device, "providers": providers, "log_file": log_file,
         "log_max_bytes": log_max_bytes, "log_backups": log_backups,

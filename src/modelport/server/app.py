@@ -15,6 +15,7 @@ import modelport
 from modelport.config import Settings
 from modelport.package import LoadedModel
 from modelport.server import explain, mlflow_scoring, native, probes, tracing, v1, v2
+from modelport.server.accesslog import access_log
 from modelport.server.docs import install_docs
 from modelport.server.edge import OPEN_PATHS, EdgeMiddleware
 from modelport.server.errors import install_error_handlers
@@ -44,6 +45,7 @@ def create_app(
     how monitoring, the registry follower and the admin API plug in.
     """
     stop_tracing = tracing.configure(settings)  # OTEL_* variables; off unless configured
+    access_log.configure(settings.access_log_level, settings.access_log_sample)
     if tracing.ON:
         on_batch = tracing.batch_hook(on_batch)
     repo = ModelRepository(settings, on_batch=on_batch)
@@ -70,6 +72,7 @@ def create_app(
                     await result
             except Exception:
                 _log.exception("closing %r failed", close)
+        access_log.flush()
 
     app = ModelportApp(title="modelport", version=modelport.__version__, lifespan=lifespan,
                   description="Predictions over the native, V2 (Open Inference Protocol), "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hmac
 import itertools
-import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -32,6 +31,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.errors import PayloadTooLarge
+from modelport.server.accesslog import access_log
 from modelport.server.dataplane import RequestContext
 
 __all__ = ["ADMIN_PREFIXES", "OPEN_PATHS", "EdgeMiddleware", "context_of", "is_admin_path",
@@ -44,7 +44,6 @@ _ADMIN_OFF = ("admin routes are off: start the server with an admin key "
               "(MODELPORT_ADMIN_KEYS=KEY or --admin-keys-file FILE) and send it as "
               "Authorization: Bearer KEY")
 _KEY_HEADERS = [(b"www-authenticate", b"Bearer")]
-_access = logging.getLogger("modelport.access")
 _CONTEXT = "modelport.context"
 """The one scope key modelport sets: the request's :class:`RequestContext`."""
 
@@ -115,7 +114,9 @@ class EdgeMiddleware:
             limited = receive if b"content-length" in headers else self._limited(receive)
             await self.app(scope, limited, send_with_id)
         finally:
-            _log_access(scope, ctx, status, time.perf_counter() - started)
+            access_log.request(scope["method"], scope["path"], status,
+                               time.perf_counter() - started, request_id=rid, model=ctx.model,
+                               version=ctx.version)
 
     def _new_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):016x}"
@@ -172,7 +173,8 @@ def route_path(scope: Scope) -> str:
 
 def is_admin_path(path: str) -> bool:
     """Whether ``path`` changes what is served (it needs an admin key)."""
-    return any(path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES)
+    return path.startswith(ADMIN_PREFIXES) and any(  # the first test rules out most paths
+        path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES)
 
 
 def _matches(headers: dict[bytes, bytes], keys: list[bytes]) -> bool:
@@ -192,16 +194,3 @@ async def _send_json(send: Send, status: int, message: str, headers: list[Any]) 
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
-
-
-def _log_access(scope: Scope, ctx: RequestContext, status: int, seconds: float) -> None:
-    if not _access.isEnabledFor(logging.INFO):
-        return
-    # makeRecord + handle is what Logger.info does, minus the stack walk that finds the
-    # caller's file and line (a good share of the cost, and unused by the JSON formatter)
-    record = _access.makeRecord(_access.name, logging.INFO, "", 0, "request", (), None,
-                                extra={"fields": {
-        "request_id": ctx.request_id, "method": scope["method"], "path": scope["path"],
-        "status": status, "latency_ms": round(seconds * 1000, 3), "model": ctx.model,
-        "version": ctx.version}})
-    _access.handle(record)

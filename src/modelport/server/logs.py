@@ -65,13 +65,22 @@ class ReopeningFileHandler(logging.handlers.WatchedFileHandler):
         """Reopen the file before writing the next record."""
         self._requested = True
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def prepare_write(self) -> None:
+        """Reopen the file when asked to or when it was moved away (call under the handler's
+        lock, before writing to ``stream`` directly, as the access log does)."""
+        self._reopen_if_requested()
+        self.reopenIfNeeded()
+
+    def _reopen_if_requested(self) -> None:
         if self._requested:
             self._requested = False
             if self.stream is not None:
                 self.stream.close()
             self.stream = self._open()
             self._statstream()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._reopen_if_requested()
         super().emit(record)
 
 

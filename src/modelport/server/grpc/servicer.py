@@ -22,6 +22,7 @@ from grpc import aio
 import modelport
 from modelport.errors import NotReady
 from modelport.runtimes import device_of
+from modelport.server.accesslog import access_log
 from modelport.server.dataplane import RequestContext
 from modelport.server.grpc import oip_pb2 as pb
 from modelport.server.grpc.auth import ADMIN_METHODS, Keys
@@ -39,7 +40,6 @@ INFER_ROUTE = "/inference.GRPCInferenceService/ModelInfer"
 if TYPE_CHECKING:  # grpc's classes take type arguments only in its stubs
     Context = aio.ServicerContext[Any, Any]
 _T = TypeVar("_T")
-_access = logging.getLogger("modelport.access")
 
 
 class InferenceServicer(GRPCInferenceServiceServicer):
@@ -155,13 +155,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):
                     answered(ctx, status, seconds)
                 except Exception:
                     logging.getLogger("modelport").exception("answer hook %r failed", answered)
-        if _access.isEnabledFor(logging.INFO):
-            record = _access.makeRecord(_access.name, logging.INFO, "", 0, "request", (), None,
-                                        extra={"fields": {
-                "request_id": ctx.request_id, "method": "grpc", "path": INFER_ROUTE,
-                "status": status, "latency_ms": round(seconds * 1000, 3), "model": ctx.model,
-                "version": ctx.version}})
-            _access.handle(record)
+        access_log.request("grpc", INFER_ROUTE, status, seconds, request_id=ctx.request_id,
+                           model=ctx.model, version=ctx.version)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest,
                               context: Context) -> pb.RepositoryIndexResponse:
