@@ -23,19 +23,20 @@ import itertools
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.errors import PayloadTooLarge
 from modelport.server.accesslog import access_log
 from modelport.server.dataplane import RequestContext
 
-__all__ = ["ADMIN_PREFIXES", "OPEN_PATHS", "EdgeMiddleware", "context_of", "is_admin_path",
-           "request_context", "route_path"]
+__all__ = ["ADMIN_PREFIXES", "OPEN_PATHS", "EdgeMiddleware", "Lane", "RequestObserver",
+           "context_of", "is_admin_path", "request_context", "route_path"]
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready", "/ping"})
 ADMIN_PREFIXES = ("/admin", "/v2/repository")
@@ -63,18 +64,46 @@ def request_context(request: Request) -> RequestContext:
     return ctx
 
 
+class RequestObserver(Protocol):
+    """Request metrics, as the edge calls them (:class:`~modelport.server.observability.
+    Observer`)."""
+
+    def started(self, scope: Scope, route: str | None = None) -> str | None:
+        """A request begins: its route template, or None when it is not observed."""
+
+    def finished(self, scope: Scope, route: str, status: int, seconds: float) -> None:
+        """It ended."""
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """The observer as a middleware of its own."""
+
+
+class Lane(Protocol):
+    """The fast lane, as the edge calls it (:class:`~modelport.server.fastlane.FastLane`)."""
+
+    def match(self, path: str) -> tuple[Any, dict[str, Any]] | None:
+        """The fast route of a POST to ``path``, with its parameters."""
+
+    async def respond(self, scope: Scope, receive: Receive, route: Any,
+                      params: dict[str, Any]) -> Response | None:
+        """Its answer (None: the client went away)."""
+
+
 class EdgeMiddleware:
-    """Tag each request with an id, check its API key and body size, log one JSON line."""
+    """Tag each request with an id, check its API key and body size, observe it (request
+    metrics), answer the fast lane's routes, log one JSON line."""
 
     def __init__(self, app: ASGIApp, *, api_keys: Iterable[str] = (),
                  admin_keys: Iterable[str] = (), max_body_bytes: int,
-                 open_paths: Iterable[str] = OPEN_PATHS) -> None:
+                 open_paths: Iterable[str] = OPEN_PATHS, lane: Lane | None = None,
+                 observer: RequestObserver | None = None) -> None:
         self.app = app
         self.admin_keys = [k.encode() for k in admin_keys]
         self.keys = [k.encode() for k in api_keys]
         self.any_keys = self.keys + self.admin_keys
         self.max_body = max_body_bytes
         self.open_paths = frozenset(open_paths)
+        self.lane, self.observer = lane, observer
         # ids: a random prefix per app (per worker process) and a counter, as unique as uuid4
         # and without a system call per request
         self._id_prefix = uuid.uuid4().hex[:16]
@@ -85,38 +114,59 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = dict(scope["headers"])
+        raw = scope["headers"]
+        headers = dict(raw)
         given = headers.get(b"x-request-id")
         rid = (given.decode("latin-1")[:128] if given else "") or self._new_id()
-        ctx = scope[_CONTEXT] = RequestContext(rid, "", Headers(raw=scope["headers"]))
+        ctx = scope[_CONTEXT] = RequestContext(rid, "", Headers(raw=raw))
         status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                added = [(b"x-request-id", rid.encode("latin-1"))]
-                model, version, arm = ctx.model, ctx.version, ctx.arm
-                if model is not None and version is not None:
-                    added += [(b"x-model-name", model.encode()),
-                              (b"x-model-version", version.encode())]
-                    if arm is not None:
-                        added.append((b"x-model-arm", arm.encode()))
-                message["headers"] = [*message.get("headers", ()), *added]
-            await send(message)
-
+        route: str | None = None
+        path = route_path(scope)
         try:
-            refusal = self._refusal(route_path(scope), headers)
-            if refusal is not None:
-                await _send_json(send_with_id, *refusal)
+            refusal = self._refusal(path, headers)
+            if refusal is not None:  # refused requests are not in the request metrics
+                status = refusal[0]
+                await _send_json(send, status, refusal[1], [*refusal[2], *_answer_headers(ctx)])
                 return
             # a declared length was checked above and the server reads no more than it
             limited = receive if b"content-length" in headers else self._limited(receive)
-            await self.app(scope, limited, send_with_id)
+            lane, observer = self.lane, self.observer
+            hit = lane.match(path) if lane is not None and scope["method"] == "POST" else None
+            if observer is not None:
+                route = observer.started(scope, None if hit is None else hit[0].path)
+            if hit is None:
+                async def send_with_id(message: Message) -> None:
+                    nonlocal status
+                    if message["type"] == "http.response.start":
+                        status = message["status"]
+                        message["headers"] = [*message.get("headers", ()),
+                                              *_answer_headers(ctx)]
+                    await send(message)
+
+                await self.app(scope, limited, send_with_id)
+                return
+            assert lane is not None
+            response = await lane.respond(scope, limited, *hit)
+            if response is None:
+                return  # the client went away: nobody to answer
+            body = getattr(response, "body", None)
+            if not isinstance(body, bytes):  # a streamed answer: sent by the response itself
+                status = response.status_code
+                await response(scope, limited, _adding_headers(send, ctx))
+                return
+            status = response.status_code
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [*response.raw_headers, *_answer_headers(ctx)]})
+            await send({"type": "http.response.body", "body": body})
+            if response.background is not None:
+                await response.background()
         finally:
-            access_log.request(scope["method"], scope["path"], status,
-                               time.perf_counter() - started, request_id=rid, model=ctx.model,
-                               version=ctx.version)
+            seconds = time.perf_counter() - started
+            if route is not None:
+                assert self.observer is not None
+                self.observer.finished(scope, route, status, seconds)
+            access_log.request(scope["method"], scope["path"], status, seconds,
+                               request_id=rid, model=ctx.model, version=ctx.version)
 
     def _new_id(self) -> str:
         return f"{self._id_prefix}{next(self._id_counter):016x}"
@@ -186,6 +236,26 @@ def _matches(headers: dict[bytes, bytes], keys: list[bytes]) -> bool:
     for key in keys:  # compare with every key: time does not reveal which matched
         ok |= hmac.compare_digest(given, key)
     return ok
+
+
+def _answer_headers(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+    """``x-request-id``, and ``x-model-name``/``-version``/``-arm`` once a model answered."""
+    added = [(b"x-request-id", ctx.request_id.encode("latin-1"))]
+    model, version, arm = ctx.model, ctx.version, ctx.arm
+    if model is not None and version is not None:
+        added += [(b"x-model-name", model.encode()), (b"x-model-version", version.encode())]
+        if arm is not None:
+            added.append((b"x-model-arm", arm.encode()))
+    return added
+
+
+def _adding_headers(send: Send, ctx: RequestContext) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *_answer_headers(ctx)]
+        await send(message)
+
+    return sending
 
 
 async def _send_json(send: Send, status: int, message: str, headers: list[Any]) -> None:

@@ -11,13 +11,14 @@ That one declaration is both the documented FastAPI route (OpenAPI, ``405`` with
 the other methods) and a row of the fast lane: the same endpoint, called with the same
 arguments. A one-row prediction is cheap enough that FastAPI's own per-request layers (its
 error and body-limit middlewares, exception-middleware task wrapping, router matching across
-every route, dependency solving) cost more than validating the row and running the model, so
-:class:`ModelportApp` builds its middleware stack as::
+every route, dependency solving) cost more than validating the row and running the model, and
+so does every ASGI layer in between (a coroutine and a ``send`` wrapper each). So
+:class:`ModelportApp` gives its edge the fast lane and the request observer::
 
-    edge (request id and context, API keys, body limit, access log)
-      -> observability (request metrics)
-        -> fast lane: POST to a route of the table -> its endpoint, directly
-          -> FastAPI (every other request)
+    edge: request id and context, API keys, body limit, request metrics, access log
+      -> POST to a route of the table: the fast lane reads the body, calls the endpoint
+         and sends its answer (with the edge's headers) straight to the server
+      -> every other request: FastAPI (its send wrapped once, for the edge's headers)
 
 An error raised in the fast lane is answered by the exception handlers the app registered, as
 FastAPI would: clients cannot tell the two ways apart.
@@ -37,9 +38,9 @@ from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelport.server.edge import route_path
+from modelport.server.edge import EdgeMiddleware, RequestObserver
 
-__all__ = ["Endpoint", "ModelportApp", "PredictRoute", "RouteTable"]
+__all__ = ["Endpoint", "FastLane", "ModelportApp", "PredictRoute", "RouteTable"]
 
 Endpoint = Callable[..., Awaitable[Response]]
 """``endpoint(request, **path_params) -> response``: a FastAPI endpoint taking the request and
@@ -84,7 +85,7 @@ class RouteTable:
 
 
 class ModelportApp(FastAPI):
-    """FastAPI with the fast lane between the user middleware and FastAPI's own stack.
+    """FastAPI with the fast lane in modelport's edge, before FastAPI's own stack.
 
     FastAPI's own OpenTelemetry instrumentation is off (modelport's tracing makes the request,
     validation, queue and model spans, :mod:`modelport.server.tracing`), and HTTP requests go
@@ -95,6 +96,9 @@ class ModelportApp(FastAPI):
 
     fast_routes: Sequence[PredictRoute] = ()
     """The rows of every route table: answered by the fast lane."""
+    observer: RequestObserver | None = None
+    """Request metrics (``install_observability`` sets it): the edge calls it for every
+    request, or, in an app without the edge, a middleware of its own does."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False,
@@ -112,24 +116,36 @@ class ModelportApp(FastAPI):
         await stack(scope, receive, send)
 
     def build_middleware_stack(self) -> ASGIApp:
-        """Edge and observability outermost, then the fast lane, then FastAPI's stack."""
+        """The user middleware (tracing, the edge) around FastAPI's own stack; the edge gets
+        the fast lane and the request observer."""
         outer, self.user_middleware = self.user_middleware, []
         try:
-            app: ASGIApp = _FastLane(super().build_middleware_stack(), self, self.fast_routes)
+            app: ASGIApp = super().build_middleware_stack()
         finally:
             self.user_middleware = outer
-        for cls, args, kwargs in reversed(outer):
+        layers: list[tuple[Any, Any, dict[str, Any]]] = [(m.cls, m.args, dict(m.kwargs))
+                                                         for m in outer]
+        if self.observer is not None and not any(c is EdgeMiddleware for c, _, _ in layers):
+            app = self.observer.middleware(app)
+        lane = FastLane(self, self.fast_routes)
+        for cls, args, kwargs in reversed(layers):
+            if cls is EdgeMiddleware:
+                kwargs.update(lane=lane, observer=self.observer)
             app = cls(app, *args, **kwargs)
         return app
 
 
-class _FastLane:
-    def __init__(self, app: ASGIApp, owner: FastAPI, routes: Sequence[PredictRoute]) -> None:
-        self.app, self.owner = app, owner
+class FastLane:
+    """The prediction routes of the route tables, matched and answered without FastAPI's
+    routing (see the module doc); the edge calls it."""
+
+    def __init__(self, owner: FastAPI, routes: Sequence[PredictRoute]) -> None:
+        self.owner = owner
         self.exact = {r.path: r for r in routes if r.pattern is None}
         self.patterns = [(r.pattern, r) for r in routes if r.pattern is not None]
 
-    def _match(self, path: str) -> tuple[PredictRoute, dict[str, Any]] | None:
+    def match(self, path: str) -> tuple[PredictRoute, dict[str, Any]] | None:
+        """The route of a POST to ``path`` (without the root path) and its parameters."""
         route = self.exact.get(path)
         if route is not None:
             return route, {}
@@ -139,23 +155,21 @@ class _FastLane:
                 return route, found.groupdict()
         return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hit = (self._match(route_path(scope)) if scope["type"] == "http"
-               and scope["method"] == "POST" else None)
-        if hit is None:
-            await self.app(scope, receive, send)
-            return
-        route, params = hit
+    async def respond(self, scope: Scope, receive: Receive, route: PredictRoute,
+                      params: dict[str, Any]) -> Response | None:
+        """The answer of ``route``'s endpoint, or of the app's exception handler for what it
+        raised, as FastAPI would give; None when the client went away."""
         scope["route"], scope["path_params"] = route, params
         request = Request(scope, receive)
         try:
-            response = await route.endpoint(request, **params)
+            request._body = await _read_body(receive)  # what request.body() returns then
+            return await route.endpoint(request, **params)
         except ClientDisconnect:
-            return  # nobody to answer
+            return None  # nobody to answer
         except Exception as exc:
             answer = self._handler_for(exc)(request, exc)
-            response = await answer if inspect.isawaitable(answer) else answer
-        await response(scope, receive, send)
+            response: Response = await answer if inspect.isawaitable(answer) else answer
+            return response
 
     def _handler_for(self, exc: Exception) -> Callable[[Request, Exception], Any]:
         """The app's exception handler for ``exc`` (closest class first), as Starlette picks."""
@@ -164,3 +178,21 @@ class _FastLane:
             if cls in handlers:
                 return handlers[cls]
         raise exc  # no handler for Exception itself: the server answers 500
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body, as Starlette's ``Request.body`` reads it."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientDisconnect
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -26,12 +26,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelport.monitoring.metrics import Metrics
 from modelport.monitoring.predlog import PredictionLog
 from modelport.server.edge import context_of, request_context
+from modelport.server.fastlane import ModelportApp
 from modelport.server.schemas import answers
 
 if TYPE_CHECKING:
     from modelport.server.state import AnswerHook
 
-__all__ = ["Feedback", "ObservabilityMiddleware", "install_observability", "tag_request"]
+__all__ = ["Feedback", "ObservabilityMiddleware", "Observer", "install_observability",
+           "tag_request"]
 
 UNMATCHED = "unmatched"
 """Route label of requests no route matched (404s on made-up paths)."""
@@ -62,12 +64,13 @@ class Feedback(BaseModel):
     """Which row of the request the label belongs to."""
 
 
-class ObservabilityMiddleware:
-    """Counts, times and tracks in-flight HTTP requests per route template."""
+class Observer:
+    """Counts, times and tracks in-flight HTTP requests per route template: what
+    :class:`ObservabilityMiddleware` does around an app, callable by modelport's edge directly
+    (one middleware layer less on every request)."""
 
     def __init__(
         self,
-        app: ASGIApp,
         *,
         metrics: Metrics,
         routes: Callable[[], list[BaseRoute]],
@@ -75,39 +78,27 @@ class ObservabilityMiddleware:
         on_request: OnRequest | None = None,
         answered: list[AnswerHook] | None = None,
     ) -> None:
-        self.app, self.metrics, self._routes = app, metrics, routes
+        self.metrics, self._routes = metrics, routes
         self._exclude, self._on_request = exclude, on_request
         self._answered = answered if answered is not None else []
         self._templates: dict[tuple[str, str, str], str] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        route = self._template(scope)
+    def started(self, scope: Scope, route: str | None = None) -> str | None:
+        """A request begins: its route template (``route`` when the caller matched it
+        already), or None when requests of that route are not observed (``/metrics``)."""
+        if route is None:
+            route = self._template(scope)
         if route in self._exclude:
-            await self.app(scope, receive, send)
-            return
-        status = 500  # what an exception escaping the app turns into
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        start = time.perf_counter()
+            return None
         self.metrics.request_started(route)
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.metrics.request_finished(route)
-            matched = getattr(scope.get("route"), "path", None)  # set by the router
-            if matched is not None and matched != route:
-                route = self._learn(scope, str(matched))
-            self._observe(scope, route, status, time.perf_counter() - start)
+        return route
 
-    def _observe(self, scope: Scope, route: str, status: int, seconds: float) -> None:
+    def finished(self, scope: Scope, route: str, status: int, seconds: float) -> None:
+        """The request of :meth:`started` ended with ``status`` after ``seconds``."""
+        self.metrics.request_finished(route)
+        matched = getattr(scope.get("route"), "path", None)  # set by the router
+        if matched is not None and matched != route:
+            route = self._learn(scope, str(matched))
         model, version = _model_version(scope)
         self.metrics.observe_request(model, version, route, status, seconds)
         if self._on_request is not None:
@@ -117,6 +108,12 @@ class ObservabilityMiddleware:
             if ctx is not None and ctx.model is not None:
                 for hook in self._answered:
                     hook(ctx, status, seconds)
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """This observer as a middleware around ``app`` (an app without modelport's edge)."""
+        wrapped = ObservabilityMiddleware.__new__(ObservabilityMiddleware)
+        wrapped.app, wrapped.observer = app, self
+        return wrapped
 
     def _template(self, scope: Scope) -> str:
         key = (scope["method"], scope.get("root_path", ""), scope["path"])
@@ -145,6 +142,32 @@ class ObservabilityMiddleware:
             if match == Match.PARTIAL and partial is None:  # path matched, method did not
                 partial = path
         return partial or UNMATCHED
+
+
+class ObservabilityMiddleware:
+    """An :class:`Observer` around an app (modelport's own app calls it from the edge)."""
+
+    def __init__(self, app: ASGIApp, /, **options: Any) -> None:
+        self.app, self.observer = app, Observer(**options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.observer.started(scope) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what an exception escaping the app turns into
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.observer.finished(scope, route, status, time.perf_counter() - start)
 
 
 def _model_version(scope: Scope) -> tuple[str, str]:
@@ -180,14 +203,13 @@ def install_observability(
     )
     if predlog is not None:
         _add_feedback(app, predlog, feedback_path)
-    app.add_middleware(
-        ObservabilityMiddleware,
-        metrics=metrics,
-        routes=lambda: app.router.routes,
-        exclude=frozenset({metrics_path}),
-        on_request=on_request,
-        answered=answered,
-    )
+    options: dict[str, Any] = {"metrics": metrics, "routes": lambda: app.router.routes,
+                               "exclude": frozenset({metrics_path}), "on_request": on_request,
+                               "answered": answered}
+    if isinstance(app, ModelportApp):  # its edge observes each request itself
+        app.observer = Observer(**options)
+    else:
+        app.add_middleware(ObservabilityMiddleware, **options)
 
 
 def _add_feedback(app: FastAPI, predlog: PredictionLog, path: str) -> None:
