@@ -112,6 +112,26 @@ async def test_request_past_its_deadline_times_out_and_is_skipped() -> None:
     await b.aclose()
 
 
+async def test_one_watchdog_times_out_each_request_at_its_own_deadline() -> None:
+    """Requests share one timer: a short deadline behind a long one still expires on time,
+    while queued and while its batch is computed; the others are answered."""
+    calls: list[int] = []
+    b = MicroBatcher(_doubler(calls, 0.3), max_batch_size=1)
+    started = time.perf_counter()
+    computing = asyncio.ensure_future(b.submit(_rows(1), timeout_s=0.1))  # expires mid-call
+    await asyncio.sleep(0.01)
+    patient = asyncio.ensure_future(b.submit(_rows(2), timeout_s=10))
+    hurried = asyncio.ensure_future(b.submit(_rows(3), timeout_s=0.05))
+    with pytest.raises(RequestTimeout, match="no answer within 0.05 s"):
+        await hurried
+    assert time.perf_counter() - started < 0.25  # not held until the long deadline
+    with pytest.raises(RequestTimeout, match="no answer within 0.1 s"):
+        await computing
+    assert (await patient).predictions.tolist() == [4]
+    assert calls == [1, 1]  # the expired queued request never reached the model
+    await b.aclose()
+
+
 async def test_a_failing_request_does_not_fail_its_batch_neighbours() -> None:
     def picky(batch: Columns) -> Outputs:
         time.sleep(0.01)

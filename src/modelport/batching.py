@@ -81,6 +81,7 @@ has one test per row::
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -116,6 +117,10 @@ class _Pending:
     batch: Columns
     future: asyncio.Future[Outputs]
     enqueued: float
+    timeout_s: float | None = None
+    deadline: float = math.inf
+    """``loop.time()`` past which the request gets :class:`RequestTimeout` (queued or while
+    its batch is computed)."""
 
 
 class MicroBatcher:
@@ -152,6 +157,9 @@ class MicroBatcher:
         self._probing = False  # the queued batch is a probe (row 3a)
         self._probe_skip = 0  # requests to answer alone before the next probe
         self._probe_backoff = 1
+        self._running: list[_Pending] = []  # the batch being computed
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_at = math.inf  # when the watchdog fires
 
     @property
     def queued(self) -> int:
@@ -175,7 +183,13 @@ class MicroBatcher:
         if self._alone(batch.n_rows):
             return self._run_alone(loop, batch)
         future: asyncio.Future[Outputs] = loop.create_future()
-        self._queue.append(_Pending(batch, future, now))
+        if timeout_s is None:
+            self._queue.append(_Pending(batch, future, now))
+        else:
+            deadline = loop.time() + timeout_s
+            self._queue.append(_Pending(batch, future, now, timeout_s, deadline))
+            if deadline < self._watch_at:  # one timer for all: usually set by an earlier one
+                self._watch(loop, deadline)
         if self._queued_this_turn:
             self._wave = True  # arrivals come in waves (REST): the queue's growth tells load
         else:
@@ -184,13 +198,31 @@ class MicroBatcher:
         if not self._busy:
             self._busy = True
             loop.call_soon(self._drain, loop)
-        if timeout_s is None:
-            return await future
-        deadline = loop.call_later(timeout_s, _expire, future, timeout_s)
-        try:
-            return await future
-        finally:
-            deadline.cancel()
+        return await future
+
+    def _watch(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Make the watchdog fire at ``deadline`` (one timer for every waiting request, not
+        one each: a request's deadline is almost always later than the one already set)."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watch_at = deadline
+        self._watchdog = loop.call_at(deadline, self._expire_due, loop)
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the requests whose deadline passed (queued or being computed) with
+        :class:`RequestTimeout`; set the watchdog for the next deadline."""
+        self._watchdog, self._watch_at = None, math.inf
+        now = loop.time()
+        upcoming = math.inf
+        for pending in (*self._queue, *self._running):
+            if pending.future.done():
+                continue
+            if pending.deadline <= now:
+                _expire(pending.future, pending.timeout_s or 0.0)
+            else:
+                upcoming = min(upcoming, pending.deadline)
+        if upcoming < math.inf:
+            self._watch(loop, upcoming)
 
     def _alone(self, rows: int) -> bool:
         """Whether this request can be answered right here: the model is idle and cheap, and
@@ -228,6 +260,8 @@ class MicroBatcher:
         """Stop after the queue drained (used on shutdown and hot swap)."""
         while self._queue or self._busy:
             await asyncio.sleep(0.005)
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._executor.shutdown(wait=True)
 
     def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -241,6 +275,7 @@ class MicroBatcher:
             self._busy = False
             return
         batches = [p.batch for p in taken]
+        self._running = taken
         started = time.perf_counter()
         ewma = self._call_ewma_s
         if ewma is not None and ewma < self.inline_below_s:
@@ -313,6 +348,7 @@ class MicroBatcher:
 
     def _finish(self, loop: asyncio.AbstractEventLoop, taken: list[_Pending], started: float,
                 results: list[_Result], inference: float) -> None:
+        self._running = []
         for pending, result in zip(taken, results, strict=True):
             if pending.future.done():
                 continue

@@ -89,6 +89,9 @@ class Metrics:
         # label children of the hot-path metrics, which are never removed: ``labels()`` costs
         # microseconds (validation, a lock, a dict) and runs several times per request
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._request_series: dict[tuple[str, str, str, int | str, str], tuple[Any, Any]] = {}
+        """Request counter and histogram series by what ``observe_request`` is given (the
+        label values depend on the registered models: cleared when they change)."""
         self._computed: list[_Computed] = []
         self._define(pc)
 
@@ -217,6 +220,7 @@ class Metrics:
     ) -> None:
         """Register a served model version: its labels become valid, and its info series is 1."""
         self.remove_model(model, version)
+        self._request_series.clear()
         self._models.add(model)
         self._info[(model, version)] = (flavor, reference_hash)
         self.model_info.labels(model, version, flavor, reference_hash).set(1)
@@ -249,6 +253,7 @@ class Metrics:
         details = self._info.pop((model, version), None)
         if details is None:
             return
+        self._request_series.clear()
         if self.multiprocess_dir is None:  # prometheus_client cannot remove from its files
             self.model_info.remove(model, version, *details)
             self.model_ready.remove(model, version)
@@ -263,9 +268,17 @@ class Metrics:
         protocol: str = "rest",
     ) -> None:
         """One answered request (REST: the observability middleware; gRPC: its servicer)."""
-        m, v = self.labels_for(model, version)
-        self._child(self.requests, m, v, route, str(status), protocol).inc()
-        self._child(self.request_duration, m, v, route, protocol).observe(seconds)
+        key = (model, version, route, status, protocol)
+        pair = self._request_series.get(key)
+        if pair is None:  # the label values checked and the two series looked up once
+            m, v = self.labels_for(model, version)
+            pair = (self._child(self.requests, m, v, route, str(status), protocol),
+                    self._child(self.request_duration, m, v, route, protocol))
+            if len(self._request_series) >= 4096:  # bounded as the labels are
+                self._request_series.clear()
+            self._request_series[key] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     def request_started(self, route: str) -> None:
         """A request entered ``route`` (in-flight gauge up)."""

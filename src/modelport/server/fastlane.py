@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.server.edge import EdgeMiddleware, RequestObserver
 
-__all__ = ["Endpoint", "FastLane", "ModelportApp", "PredictRoute", "RouteTable"]
+__all__ = ["Endpoint", "FastLane", "JSONBytes", "ModelportApp", "PredictRoute", "RouteTable"]
 
 Endpoint = Callable[..., Awaitable[Response]]
 """``endpoint(request, **path_params) -> response``: a FastAPI endpoint taking the request and
@@ -178,6 +178,18 @@ class FastLane:
             if cls in handlers:
                 return handlers[cls]
         raise exc  # no handler for Exception itself: the server answers 500
+
+
+class JSONBytes(Response):
+    """A JSON body already encoded (orjson): the headers written at once, without
+    :class:`Response`'s general rendering (what every prediction answers with)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.status_code, self.body, self.background = status_code, body, None
+        self.raw_headers = [(b"content-length", str(len(body)).encode("latin-1")),
+                            (b"content-type", b"application/json")]
 
 
 async def _read_body(receive: Receive) -> bytes:

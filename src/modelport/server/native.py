@@ -20,7 +20,7 @@ from starlette.responses import Response
 from modelport.errors import InvalidInput
 from modelport.server import tracing
 from modelport.server.edge import request_context
-from modelport.server.fastlane import RouteTable
+from modelport.server.fastlane import JSONBytes, RouteTable
 from modelport.server.models import ServedModel
 from modelport.server.schemas import ModelDocument, ModelList, answers
 from modelport.server.state import app_state, read_json
@@ -89,7 +89,7 @@ def native_response(served: ServedModel, outputs: Outputs, request_id: str) -> R
     if outputs.probabilities is not None:
         payload["probabilities"] = outputs.probabilities
         payload["classes"] = outputs.classes
-    return Response(orjson.dumps(payload, option=_OPTS), media_type="application/json")
+    return JSONBytes(orjson.dumps(payload, option=_OPTS))
 
 
 async def _predict(request: Request, name: str | None, version: str | None) -> Response:

@@ -13,7 +13,7 @@ import modelport
 from modelport.runtimes import device_of
 from modelport.server import tracing
 from modelport.server.edge import request_context
-from modelport.server.fastlane import RouteTable
+from modelport.server.fastlane import JSONBytes, RouteTable
 from modelport.server.models import ServedModel
 from modelport.server.schemas import (
     Empty,
@@ -115,7 +115,7 @@ async def _infer(request: Request, name: str | None, version: str | None) -> Res
     payload, head_len = encode_response(body, outputs, model=served.name, version=served.version,
                                         request_id=ctx.request_id)
     if head_len is None:
-        return Response(payload, media_type="application/json")
+        return JSONBytes(payload)
     return Response(payload, media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(head_len)})
 
