@@ -89,6 +89,9 @@ class Metrics:
         # label children of the hot-path metrics, which are never removed: ``labels()`` costs
         # microseconds (validation, a lock, a dict) and runs several times per request
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._in_flight: dict[str, int] | None = {} if multiprocess_dir is None else None
+        """Requests in flight by route, read by the in-flight gauge at scrape time (a plain
+        count per request instead of the gauge's locked increment; one process only)."""
         self._request_series: dict[tuple[str, str, str, int | str, str], tuple[Any, Any]] = {}
         """Request counter and histogram series by what ``observe_request`` is given (the
         label values depend on the registered models: cleared when they change)."""
@@ -282,11 +285,22 @@ class Metrics:
 
     def request_started(self, route: str) -> None:
         """A request entered ``route`` (in-flight gauge up)."""
-        self._child(self.in_flight, route).inc()
+        counts = self._in_flight
+        if counts is None:  # worker processes: each writes its own value to its file
+            self._child(self.in_flight, route).inc()
+            return
+        if route not in counts:  # one process: the gauge reads the count when scraped
+            counts[route] = 0
+            self.in_flight.labels(route).set_function(lambda: counts[route])
+        counts[route] += 1
 
     def request_finished(self, route: str) -> None:
         """A request left ``route`` (in-flight gauge down)."""
-        self._child(self.in_flight, route).dec()
+        counts = self._in_flight
+        if counts is None:
+            self._child(self.in_flight, route).dec()
+        else:
+            counts[route] -= 1
 
     def on_prediction(self, event: PredictionEvent) -> None:
         """Prediction callback: counts the rows of one answered request."""
