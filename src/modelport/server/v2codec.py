@@ -56,6 +56,22 @@ _SUITS: dict[FeatureType, frozenset[str]] = {
     "bool": frozenset({"BOOL"}), "string": frozenset({"BYTES"})}
 """The datatypes a feature's tensor may have: any number for a float feature, an integer type
 for an integer feature (a float tensor would round large integers silently)."""
+_KINDS_OF = {name: next(v for k, v in _KINDS.items() if name.startswith(k)) for name in _NUMPY}
+"""The array kinds each datatype takes (see :func:`cast_values`), looked up once."""
+_INFO: dict[str, Any] = {name: np.iinfo(dt) if dt.kind in "iu" else np.finfo(dt)
+                         for name, dt in _NUMPY.items() if dt.kind != "b"}
+"""Each numeric datatype's limits (numpy builds an ``iinfo`` anew on every call)."""
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_WHOLE_LIMIT = 2**53  # a float at or past it in magnitude is not taken as a whole number
+_FAST_BOUNDS: dict[str, tuple[float, float]] = {
+    name: (max(int(info.min), _INT64_MIN), min(int(info.max), _INT64_MAX))
+    if isinstance(info, np.iinfo) else (float(info.min), float(info.max))
+    for name, info in _INFO.items()}
+"""The values :func:`_fast_values` takes for a datatype, as exact Python numbers: integer types
+within both their range and int64's (as numpy reads a list of such ints), float types within
+their finite range."""
+_FAST_MAX_VALUES = 32
+"""Longer lists go to numpy: its fixed cost per call beats checking each value in Python."""
 
 
 @dataclass(frozen=True)
@@ -168,13 +184,19 @@ def make_tensor(name: str, datatype: str, shape: list[int], data: npt.NDArray[An
     count = math.prod(shape)
     if data.size != count:
         raise InvalidInput(f"shape {shape} needs {count} values, got {data.size}", field=name)
-    return Tensor(name, datatype, tuple(shape), data.reshape(shape), parameters)
+    if len(shape) != 1 or data.ndim != 1:  # flat values for a flat shape are already it
+        data = data.reshape(shape)
+    return Tensor(name, datatype, tuple(shape), data, parameters)
 
 
 def _from_json(data: Any, datatype: str, shape: list[int], name: str) -> npt.NDArray[Any]:
     """``data``: the values flat in row-major order, or nested as ``shape`` says."""
     if not isinstance(data, list):
         raise InvalidInput("'data' must be a list of values", field=name)
+    if datatype != "BYTES" and len(data) <= _FAST_MAX_VALUES:
+        fast = _fast_values(data, datatype)
+        if fast is not None:
+            return fast
     try:
         arr = np.asarray(data, dtype=object if datatype == "BYTES" else None)
     except ValueError:
@@ -197,7 +219,7 @@ def cast_values(arr: npt.NDArray[Any], datatype: str, name: str) -> npt.NDArray[
             if not isinstance(v, str):
                 raise InvalidInput(f"BYTES data must be strings (element {i} is not)", field=name)
         return flat
-    kinds = next(v for k, v in _KINDS.items() if datatype.startswith(k))
+    kinds = _KINDS_OF[datatype]
     if kinds == "iu" and arr.dtype.kind == "f" and _exact_whole(arr):
         kinds = "f"  # whole numbers written as 5.0 are integers too (as JSON Schema says)
     if arr.size and arr.dtype.kind not in kinds:
@@ -206,6 +228,39 @@ def cast_values(arr: npt.NDArray[Any], datatype: str, name: str) -> npt.NDArray[
                            field=name)
     _check_range(arr, datatype, name)
     return arr.astype(_NUMPY[datatype], copy=False).ravel()
+
+
+def _fast_values(data: list[Any], datatype: str) -> npt.NDArray[Any] | None:
+    """A flat list of plain JSON values that :func:`_from_json` would take as they are, as the
+    array it would answer, checked in Python (numpy calls cost microseconds each on a tensor
+    of one value); ``None`` for anything else (nested lists, other types, values out of range,
+    NaN), which the general path judges and words the error of."""
+    dt = _NUMPY[datatype]
+    if not data:
+        return np.empty(0, dtype=dt)
+    types = set(map(type, data))
+    if dt.kind == "b":
+        return np.array(data, dtype=dt) if types == {bool} else None
+    if not types <= {int, float}:
+        return None
+    low, high = _FAST_BOUNDS[datatype]
+    lo, hi = min(data), max(data)  # a NaN first makes both NaN: refused below
+    if not low <= lo <= hi <= high:
+        return None
+    if types == {int}:  # in int64 (see _FAST_BOUNDS): numpy reads them as int64
+        if dt.kind == "f" and not _INT64_MIN <= lo <= hi <= _INT64_MAX:
+            return None
+        return np.array(data, dtype=dt) if dt.kind != "f" else (
+            np.array(data, dtype=np.int64).astype(dt, copy=False))
+    # floats, maybe mixed with ints: numpy reads them as float64
+    if dt.kind != "f":  # whole numbers only, exact in a float64
+        if not -_WHOLE_LIMIT < lo <= hi < _WHOLE_LIMIT or not all(
+                type(v) is int or v.is_integer() for v in data):
+            return None
+    elif (int in types and not _INT64_MIN <= lo <= hi <= _INT64_MAX) or not math.isfinite(
+            sum(data)):  # a NaN anywhere
+        return None
+    return np.array(data, dtype=np.float64).astype(dt, copy=False)
 
 
 def _exact_whole(arr: npt.NDArray[Any]) -> bool:
@@ -217,9 +272,9 @@ def _exact_whole(arr: npt.NDArray[Any]) -> bool:
 def _check_range(arr: npt.NDArray[Any], datatype: str, name: str) -> None:
     """Values must fit the datatype (a cast would wrap or overflow them silently)."""
     dt = _NUMPY[datatype]
-    if not arr.size or dt.kind == "b":
-        return
-    info: Any = np.iinfo(dt) if dt.kind in "iu" else np.finfo(dt)
+    if not arr.size or dt.kind == "b" or (arr.dtype == dt and dt.kind in "iu"):
+        return  # (integers of the very type fit it)
+    info = _INFO[datatype]
     low, high = arr.min(), arr.max()
     if low < info.min or high > info.max:
         bad = low if low < info.min else high
@@ -285,7 +340,7 @@ def to_columns(tensors: Sequence[Tensor], sig: Signature, *, unseen: Any,
         raise InvalidInput("missing input for a feature", field=missing[0])
     if len(names) != len(tensors):
         raise InvalidInput("an input name appears twice")
-    cols = {t.name: t.data.reshape(-1) for t in tensors}
+    cols = {t.name: t.data if t.data.ndim == 1 else t.data.reshape(-1) for t in tensors}
     return sig.from_columns(cols, unseen=unseen, max_rows=max_rows)
 
 
