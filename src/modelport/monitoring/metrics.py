@@ -92,6 +92,7 @@ class Metrics:
         self._in_flight: dict[str, int] | None = {} if multiprocess_dir is None else None
         """Requests in flight by route, read by the in-flight gauge at scrape time (a plain
         count per request instead of the gauge's locked increment; one process only)."""
+        self._prediction_series: dict[tuple[str, str], Any] = {}
         self._request_series: dict[tuple[str, str, str, int | str, str], tuple[Any, Any]] = {}
         """Request counter and histogram series by what ``observe_request`` is given (the
         label values depend on the registered models: cleared when they change)."""
@@ -224,6 +225,7 @@ class Metrics:
         """Register a served model version: its labels become valid, and its info series is 1."""
         self.remove_model(model, version)
         self._request_series.clear()
+        self._prediction_series.clear()
         self._models.add(model)
         self._info[(model, version)] = (flavor, reference_hash)
         self.model_info.labels(model, version, flavor, reference_hash).set(1)
@@ -257,6 +259,7 @@ class Metrics:
         if details is None:
             return
         self._request_series.clear()
+        self._prediction_series.clear()
         if self.multiprocess_dir is None:  # prometheus_client cannot remove from its files
             self.model_info.remove(model, version, *details)
             self.model_ready.remove(model, version)
@@ -304,9 +307,14 @@ class Metrics:
 
     def on_prediction(self, event: PredictionEvent) -> None:
         """Prediction callback: counts the rows of one answered request."""
-        self._child(self.predictions, *self.labels_for(event.model, event.version)).inc(
-            event.inputs.n_rows
-        )
+        key = (event.model, event.version)
+        child = self._prediction_series.get(key)
+        if child is None:  # labels checked once per version (cleared when models change)
+            child = self._child(self.predictions, *self.labels_for(*key))
+            if len(self._prediction_series) >= 4096:
+                self._prediction_series.clear()
+            self._prediction_series[key] = child
+        child.inc(event.inputs.n_rows)
 
     def observe_batch(
         self, model: str, version: str, size: int, queue_delay_s: float, inference_s: float

@@ -79,6 +79,7 @@ def create_app(
                               "V1 (KServe) and MLflow scoring protocols.",
                   docs_url=None, redoc_url=None)  # served from the package: install_docs
     app.state.modelport = state
+    app.modelport_state = state  # what app_state() reads first: a plain attribute
     app.state.followers = state.followers  # the same dict: read access for callers
     app.fast_routes = [*native.table.routes, *v2.table.routes, *v1.table.routes,
                        *mlflow_scoring.table.routes, *explain.table.routes]

@@ -96,6 +96,8 @@ class ModelportApp(FastAPI):
 
     fast_routes: Sequence[PredictRoute] = ()
     """The rows of every route table: answered by the fast lane."""
+    modelport_state: Any = None
+    """The app's :class:`~modelport.server.state.AppState` (also ``app.state.modelport``)."""
     observer: RequestObserver | None = None
     """Request metrics (``install_observability`` sets it): the edge calls it for every
     request, or, in an app without the edge, a middleware of its own does."""

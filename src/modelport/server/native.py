@@ -42,7 +42,7 @@ def native_batch(body: Any, sig: Signature, *, unseen: Any, max_rows: int,
     numbers, see :func:`~modelport.signature.numbers_only`)."""
     if not isinstance(body, Mapping):
         raise InvalidInput("expected a JSON object with 'features', 'instances' or 'columns'")
-    given = [k for k in _SHAPES if k in body]
+    given = [k for k in _SHAPES if k in body] if len(body) > 1 else ()  # one key: one shape
     if len(given) > 1:
         raise InvalidInput(f"give one of 'features', 'instances' or 'columns', not "
                            f"{' and '.join(repr(k) for k in given)}", field=given[1])

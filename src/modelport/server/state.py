@@ -76,8 +76,9 @@ class AppState:
 
 def app_state(request: Request) -> AppState:
     """The :class:`AppState` of the app serving ``request``."""
-    state: AppState = request.app.state.modelport
-    return state
+    app = request.scope["app"]
+    state: AppState | None = getattr(app, "modelport_state", None)  # set by create_app
+    return state if state is not None else app.state.modelport
 
 
 async def read_json(request: Request) -> Any:
