@@ -61,8 +61,7 @@ class AccessLog:
         self.threshold = logging.INFO
         self.sample = 1.0
         self._pending: list[tuple[float, int, dict[str, Any]]] = []
-        self._second = -1
-        self._stamp = ""
+        self._formatter = JsonFormatter()  # its timestamps, as every other line has them
 
     def configure(self, level: AccessLevel = "info", sample: float = 1.0) -> None:
         """Which lines to write: ``level`` (the least severe written) and the share of
@@ -128,11 +127,7 @@ class AccessLog:
 
     def _line(self, created: float, level: int, fields: dict[str, Any]) -> str:
         """The line JsonFormatter would make of the record (same keys, same order)."""
-        second = int(created)
-        if second != self._second:
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return orjson.dumps({"ts": f"{self._stamp}.{int((created - second) * 1000):03d}Z",
+        return orjson.dumps({"ts": self._formatter.stamp(created),
                              "level": _LEVEL_NAMES[level], "logger": _NAME, "msg": "request",
                              **fields}, default=str).decode() + "\n"
 

@@ -30,18 +30,19 @@ class JsonFormatter(logging.Formatter):
     _second = -1
     _stamp = ""
 
-    def _timestamp(self, record: logging.LogRecord) -> str:
-        """ISO 8601 UTC with milliseconds; the part up to the second is formatted once per
-        second (an access line per request would otherwise pay strftime each time)."""
-        second = int(record.created)
+    def stamp(self, created: float) -> str:
+        """ISO 8601 UTC with milliseconds of a ``time.time()`` instant; the part up to the
+        second is formatted once per second (an access line per request would otherwise pay
+        strftime each time)."""
+        second = int(created)
         if second != self._second:
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
-        return f"{self._stamp}.{int(record.msecs):03d}Z"
+        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": self._timestamp(record),
+            "ts": self.stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
